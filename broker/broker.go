@@ -89,6 +89,11 @@ type Broker interface {
 	Publish(ctx context.Context, tenant, topic string, msg Message) error
 	// Reply sends a response to the ReplyTo of a request delivery.
 	Reply(ctx context.Context, replyTo string, msg Message) error
+	// Retire deletes the route's queue if no consumer and no message remain
+	// on it, so that later requests fail with ErrNoRoute. A queue still
+	// served by another consumer (another host) or holding messages is kept,
+	// and Retire returns nil.
+	Retire(ctx context.Context, to Route) error
 	// Close stops every consumer and releases the broker's resources.
 	Close() error
 }
