@@ -184,7 +184,9 @@ func (h *Host) moduleFiles() ([]string, error) {
 	return files, nil
 }
 
-func isModuleFile(name string) bool { return strings.HasSuffix(name, ".wasm") && !strings.HasPrefix(name, ".") }
+func isModuleFile(name string) bool {
+	return strings.HasSuffix(name, ".wasm") && !strings.HasPrefix(name, ".")
+}
 
 // Ready reports that Start has attempted every module file (loaded or
 // refused) and Shutdown has not begun.

@@ -136,8 +136,7 @@ func (h *Host) LoadFile(ctx context.Context, path string) error {
 	if err != nil {
 		return h.refuse(name, tenant, fmt.Errorf("read: %w", err))
 	}
-	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
+	hash := hashOf(data)
 	var svc *service
 	guess := strings.TrimSuffix(filepath.Base(abs), ".wasm")
 	if f.serving {
@@ -182,6 +181,12 @@ func (h *Host) LoadFile(ctx context.Context, path string) error {
 	}
 	f.serving, f.route = true, route
 	return nil
+}
+
+// hashOf is a file's content hash as the sandbox computes it: hex SHA-256.
+func hashOf(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 func (h *Host) live() error {
