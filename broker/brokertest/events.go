@@ -43,6 +43,8 @@ func testPublishWildcards(e *env) {
 		{"orders.created", []string{"all", "created", "twice"}},
 		{"invoice.paid.eu", []string{"all", "deep", "tail"}},
 		{"eu", []string{"all", "tail"}},
+		{"invoice.eu", []string{"all", "tail"}},
+		{"eu.order.created", []string{"all", "deep"}},
 		{"order.x.y.z", []string{"all", "hash"}},
 	}
 	want := map[string][]string{} // service -> correlation ids it must get

@@ -19,7 +19,6 @@ type consumer struct {
 
 	ctx      context.Context // handlers' context; cancelled by a hard stop
 	cancel   context.CancelFunc
-	stopCh   chan struct{} // closed when Stop begins: idle workers leave
 	finished chan struct{} // closed when the last worker has returned
 	haltOnce sync.Once
 
@@ -39,13 +38,13 @@ type consumer struct {
 // worker is one goroutine of a consumer; it runs one handler at a time.
 type worker struct {
 	c   *consumer
-	ch  chan *delivery           // one slot: a publisher hands a delivery to this worker while idle
+	ch  chan *delivery           // one slot: what an idle worker gets next, nil to leave
 	cur atomic.Pointer[delivery] // the delivery being handled, for a hard stop to requeue
 }
 
 func newConsumer(q *queue, h broker.Handler, prefetch int) *consumer {
 	c := &consumer{q: q, h: h, prefetch: prefetch,
-		stopCh: make(chan struct{}), finished: make(chan struct{}), running: map[*worker]struct{}{}}
+		finished: make(chan struct{}), running: map[*worker]struct{}{}}
 	c.cond.L = &c.mu
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
@@ -59,17 +58,13 @@ func (c *consumer) newWorker() *worker {
 	return w
 }
 
-// run handles d (if any) and then whatever the queue gives, until told to
-// exit.
+// run handles d and then whatever the queue gives, until told to exit (at
+// once if d is nil).
 func (w *worker) run(d *delivery) {
 	c := w.c
-	for {
-		if d != nil {
-			w.handle(d)
-		}
-		if d = c.q.take(w); d == nil {
-			break
-		}
+	for d != nil {
+		w.handle(d)
+		d = c.q.take(w)
 	}
 	c.mu.Lock()
 	delete(c.running, w)
@@ -78,6 +73,16 @@ func (w *worker) run(d *delivery) {
 		c.finish()
 	}
 	c.q.b.wg.Done()
+}
+
+// start runs a consumer's first worker, parked in the idle line already or
+// not.
+func (w *worker) start(parked bool) {
+	if parked {
+		w.run(w.c.q.wait(w))
+	} else {
+		w.run(w.c.q.take(w))
+	}
 }
 
 // handle runs the handler and holds the worker, and so the prefetch slot,
@@ -106,7 +111,6 @@ func (c *consumer) halt() {
 		if c.q.detach(c) {
 			c.finish()
 		}
-		close(c.stopCh)
 		c.mu.Lock()
 		c.stopping = true
 		c.cond.Broadcast()
@@ -230,5 +234,5 @@ func (d *delivery) revoke() {
 // settled so that its handler cannot settle the message twice.
 func (d *delivery) requeue() {
 	nd := &delivery{msg: d.msg, q: d.q, expires: d.expires, redelivered: true}
-	_ = d.q.push(nd, true) // a deleted queue (Close) drops it, as a deleted RabbitMQ queue does
+	_ = d.q.push(nd, true, true) // a deleted queue (Close) drops it, as a deleted RabbitMQ queue does
 }

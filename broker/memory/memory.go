@@ -21,8 +21,7 @@ var ErrQueueFull = errors.New("memory broker: queue full")
 // Broker is the in-process broker. Create it with New; it is safe for
 // concurrent use, and Close stops every goroutine it started.
 type Broker struct {
-	cfg  Config
-	done chan struct{} // closed by Close; wakes waiting Requests
+	cfg Config
 
 	// mu serialises topology changes (Serve, Retire, Close); readers use
 	// topo without it.
@@ -58,11 +57,19 @@ type binding struct {
 
 // pending is one Request waiting for its response.
 type pending struct {
-	ch   chan broker.Message // one slot: the responder never blocks
-	corr string              // the request's CorrelationID, which the response must carry
+	ch   chan result // one slot: the responder never blocks
+	corr string      // the request's CorrelationID, which the response must carry
 }
 
-var pendingPool = sync.Pool{New: func() any { return &pending{ch: make(chan broker.Message, 1)} }}
+// result is what a waiting Request receives: the response, or ErrClosed
+// from Close. Close uses the same channel so that a Request waits on one
+// channel, or two with a cancellable context, never three.
+type result struct {
+	msg broker.Message
+	err error
+}
+
+var pendingPool = sync.Pool{New: func() any { return &pending{ch: make(chan result, 1)} }}
 
 // brokers numbers Brokers so that ReplyTo names never cross between two
 // brokers in one process.
@@ -78,7 +85,6 @@ func New(cfg Config) (*Broker, error) {
 	cfg = cfg.withDefaults()
 	b := &Broker{
 		cfg:         cfg,
-		done:        make(chan struct{}),
 		consumers:   make(map[*consumer]struct{}),
 		replyPrefix: "nuropb-memory-" + strconv.FormatUint(brokers.Add(1), 10) + "-rq.",
 		pending:     make(map[uint64]*pending),
@@ -221,6 +227,11 @@ func (b *Broker) Request(ctx context.Context, to broker.Route, msg broker.Messag
 	p := pendingPool.Get().(*pending)
 	p.corr = msg.CorrelationID
 	b.pmu.Lock()
+	if b.closed.Load() { // checked under pmu: Close empties the map after setting closed
+		b.pmu.Unlock()
+		pendingPool.Put(p)
+		return broker.Message{}, broker.ErrClosed
+	}
 	b.pending[id] = p
 	b.pmu.Unlock()
 
@@ -228,18 +239,20 @@ func (b *Broker) Request(ctx context.Context, to broker.Route, msg broker.Messag
 		b.forget(id, p)
 		return broker.Message{}, err
 	}
-	select {
-	case resp := <-p.ch:
-		p.corr = ""
-		pendingPool.Put(p)
-		return resp, nil
-	case <-ctx.Done():
-		b.forget(id, p)
-		return broker.Message{}, ctx.Err()
-	case <-b.done:
-		b.forget(id, p)
-		return broker.Message{}, broker.ErrClosed
+	var r result
+	if done := ctx.Done(); done == nil {
+		r = <-p.ch
+	} else {
+		select {
+		case r = <-p.ch:
+		case <-done:
+			b.forget(id, p)
+			return broker.Message{}, ctx.Err()
+		}
 	}
+	p.corr = ""
+	pendingPool.Put(p)
+	return r.msg, r.err
 }
 
 // forget removes a request that ends without its response. If a Reply took
@@ -330,7 +343,7 @@ func (b *Broker) Reply(ctx context.Context, replyTo string, msg broker.Message) 
 	}
 	delete(b.pending, id)
 	b.pmu.Unlock()
-	p.ch <- msg
+	p.ch <- result{msg: msg}
 	return nil
 }
 
@@ -383,10 +396,16 @@ func (b *Broker) Close() error {
 		b.mu.Unlock()
 		return nil
 	}
-	close(b.done)
 	old := b.topo.Load()
 	b.topo.Store(&topology{})
 	b.mu.Unlock()
+
+	b.pmu.Lock()
+	for id, p := range b.pending {
+		delete(b.pending, id)
+		p.ch <- result{err: broker.ErrClosed}
+	}
+	b.pmu.Unlock()
 
 	for _, q := range old.queues {
 		q.shutdown()

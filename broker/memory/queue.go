@@ -51,19 +51,21 @@ func (q *queue) publish(msg *broker.Message) error {
 	if msg.Expiration != 0 {
 		d.expires = now() + int64(msg.Expiration)
 	}
-	return q.push(d, false)
+	return q.push(d, false, msg.Expiration < 0)
 }
 
 // push hands d to an idle worker, or to a new worker of a consumer below its
 // prefetch, or else stores it. Requeued deliveries go to the front and are
-// not refused for length: they were already accepted once.
-func (q *queue) push(d *delivery, front bool) error {
+// not refused for length: they were already accepted once. expired asks for
+// an expiry check first; a fresh message with a positive expiration cannot
+// have expired yet, which saves reading the clock twice.
+func (q *queue) push(d *delivery, front, expired bool) error {
 	q.mu.Lock()
 	if q.deleted {
 		q.mu.Unlock()
 		return errGone
 	}
-	if d.expires != 0 && d.expires <= now() {
+	if expired && d.expires != 0 && d.expires <= now() {
 		q.b.deadLetter(d, "expired")
 		q.mu.Unlock()
 		return nil
@@ -142,39 +144,31 @@ func (q *queue) take(w *worker) *delivery {
 	q.idle.pushBack(w)
 	c.idle++
 	q.mu.Unlock()
-
-	select {
-	case d := <-w.ch:
-		return d
-	case <-c.stopCh:
-		// A publisher may have picked w just before the stop; it sent under
-		// q.mu, so holding it now settles whether a delivery is in w.ch.
-		q.mu.Lock()
-		var d *delivery
-		select {
-		case d = <-w.ch:
-		default:
-		}
-		q.mu.Unlock()
-		if d != nil {
-			d.c = nil
-			_ = q.push(d, true) // never handed to a handler, so not marked redelivered
-		}
-		return nil
-	}
+	return q.wait(w)
 }
 
-// attach adds a consumer and starts its first worker, so that an idle
-// consumer already waits in line and competing consumers alternate from the
-// first message.
+// wait parks an idle worker until a publisher hands it a delivery, or detach
+// hands it nil to make it leave. One plain channel receive, not a select:
+// this is on every message's path.
+func (q *queue) wait(w *worker) *delivery { return <-w.ch }
+
+// attach adds a consumer with its first worker already in the idle line
+// (unless messages wait), so that a message sent once Serve returns goes
+// straight to it and competing consumers alternate from the first message.
 func (q *queue) attach(c *consumer) {
+	w := c.newWorker()
 	q.mu.Lock()
 	q.consumers = append(q.consumers, c)
 	q.attached++
 	c.workers = 1
 	q.b.wg.Add(1)
+	parked := q.msgs.len() == 0
+	if parked {
+		q.idle.pushBack(w)
+		c.idle++
+	}
 	q.mu.Unlock()
-	go c.newWorker().run(nil)
+	go w.start(parked)
 }
 
 // detach takes a stopping consumer out of the rotation and out of the idle
@@ -197,7 +191,13 @@ func (q *queue) detach(c *consumer) (finished bool) {
 	} else {
 		q.grow = 0
 	}
-	q.idle.filter(func(w *worker) bool { return w.c != c })
+	q.idle.filter(func(w *worker) bool {
+		if w.c != c {
+			return true
+		}
+		w.ch <- nil // its slot is empty while it waits in line
+		return false
+	})
 	c.idle = 0
 	if c.workers == 0 {
 		q.attached--
