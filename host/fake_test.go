@@ -186,7 +186,7 @@ func start(t *testing.T, cfg Config, load loader, files map[string]string) *test
 		t.Fatal(err)
 	}
 	h.load = load
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if err := h.Start(ctx); err != nil {
 		t.Fatal(err)

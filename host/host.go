@@ -143,8 +143,15 @@ func (h *Host) Start(ctx context.Context) error {
 	h.mu.Unlock()
 	h.log.Info("host starting", "modules_dir", h.dir, "files", len(files))
 	for _, f := range files {
-		if err := h.LoadFile(ctx, f); errors.Is(err, ErrClosed) {
+		err := h.LoadFile(ctx, f)
+		var ref *Refusal
+		switch {
+		case errors.Is(err, ErrClosed):
 			return err
+		case err != nil && !errors.As(err, &ref):
+			// Not the file's fault (ctx ended, say), so not a refusal, but
+			// the file is not served and the operator must hear of it.
+			h.log.Error("module not loaded", "file", f, "err", err)
 		}
 	}
 	h.ready.Store(true)

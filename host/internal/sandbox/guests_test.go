@@ -253,3 +253,27 @@ func echoOK(t testing.TB, m *Module) {
 		t.Fatalf("echo returned %x, want %x", got, req)
 	}
 }
+
+// rustGuest builds the Rust conformance guest with the project's script
+// (scripts/build-rust-modules.sh), skipping when Rust is not installed.
+func rustGuest(t testing.TB) []byte {
+	t.Helper()
+	root := filepath.Join("..", "..", "..")
+	script := filepath.Join(root, "scripts", "build-rust-modules.sh")
+	if _, err := os.Stat(script); err != nil {
+		t.Skip("no scripts/build-rust-modules.sh")
+	}
+	if _, err := os.Stat("/usr/bin/rustc"); err != nil {
+		t.Skip("Debian's rustc is not installed")
+	}
+	var files []string
+	for _, glob := range []string{"scripts/build-rust-modules.sh", "guest-sdk/rust/src/*.rs", "testdata/guests/rust/conformance/src/*.rs"} {
+		m, _ := filepath.Glob(filepath.Join(root, glob))
+		files = append(files, m...)
+	}
+	key := sourceKey(t, "rust-conformance", files)
+	return buildGuest(t, key, func(out string) *exec.Cmd {
+		dir := out + ".d"
+		return exec.Command("sh", "-c", `"$0" "$1" >/dev/null && mv "$1/conformance.wasm" "$2" && rm -rf "$1"`, script, dir, out)
+	})
+}

@@ -74,6 +74,9 @@ func (l *logLimiter) takeDropped() int {
 
 // emitLog sends one guest line through the module's limiter to Imports.Log.
 func (m *Module) emitLog(ctx context.Context, level abi.LogLevel, line []byte, truncated bool) {
+	if len(line) > m.limits.LogBytesPerSec { // it could never pass the bucket
+		line, truncated = line[:m.limits.LogBytesPerSec], true
+	}
 	ok, dropped := m.logs.allow(len(line))
 	if !ok {
 		return

@@ -15,6 +15,29 @@ import (
 	"github.com/nuropb/nuropb/abi"
 )
 
+func TestRustConformance(t *testing.T) {
+	e := testEngine(t)
+	m := load(t, e, rustGuest(t), testLimits(), &fakeImports{})
+	if m.Manifest().Service != "conformance" {
+		t.Fatalf("manifest %+v", m.Manifest())
+	}
+	reply, err := call(t, m, "echo", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := abi.Default.DecodeEnvelope(reply)
+	if err != nil || env.Error != nil || string(env.Result) != "\xa0" {
+		t.Fatalf("echo replied %+v, %v", env, err)
+	}
+	_, err = call(t, m, "panic", 5*time.Second)
+	wantCode(t, err, abi.CodeTrapped)
+	_, err = call(t, m, "spin", 200*time.Millisecond)
+	wantCode(t, err, abi.CodeTimeout)
+	if _, err := call(t, m, "echo", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestEcho(t *testing.T) {
 	e := testEngine(t)
 	for name, wasm := range map[string]func(testing.TB) []byte{
@@ -223,6 +246,7 @@ func TestStdoutFloodIsRateLimited(t *testing.T) {
 	imp := &fakeImports{}
 	l := testLimits()
 	l.LogLinesPerSec = 50
+	l.CallTimeout = time.Minute
 	m := load(t, e, cGuest(t), l, imp)
 	start := time.Now()
 	if _, err := call(t, m, "flood", 60*time.Second); err != nil {
@@ -232,7 +256,7 @@ func TestStdoutFloodIsRateLimited(t *testing.T) {
 	lines := imp.lines()
 	// The burst, what refilled during the call, and a notice a second.
 	if len(lines) > l.LogLinesPerSec*(1+secs)+secs+1 {
-		t.Fatalf("%d lines logged from a 200000-line flood at %d lines/s", len(lines), l.LogLinesPerSec)
+		t.Fatalf("%d lines logged from a 50000-line flood at %d lines/s", len(lines), l.LogLinesPerSec)
 	}
 	last := lines[len(lines)-1].msg
 	if !strings.Contains(last, "log lines dropped") {
