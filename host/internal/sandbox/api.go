@@ -25,9 +25,11 @@ type Limits struct {
 
 // Imports is what a guest's host calls reach. The host package implements it
 // per module version; the sandbox only moves bytes across the ABI and
-// enforces sizes. Each method receives the context of the nuropb_handle
-// call that is running (its deadline, and whatever the host attached with
-// WithCallInfo).
+// enforces sizes. Each method receives the context given to Handle (its
+// values, and whatever the host attached with WithCallInfo); Call and Send
+// get its deadline capped by CallTimeout. During _initialize, Log gets the
+// context of Load or of the Handle that started the instance, and Call and
+// Send trap. Byte slices passed in are copies the method may keep.
 type Imports interface {
 	// Log records a guest log line (already rate- and size-limited).
 	Log(ctx context.Context, level abi.LogLevel, msg string)
@@ -40,8 +42,8 @@ type Imports interface {
 
 // Config configures an Engine.
 type Config struct {
-	CacheDir string // wazero compilation cache directory; "" disables the on-disk cache
-	Logger   *slog.Logger
+	CacheDir string       // wazero compilation cache directory (a wazero-<version> subdirectory is used); "" keeps the cache in memory
+	Logger   *slog.Logger // for the sandbox's own messages; nil means slog.Default()
 }
 
 // Source is one module file to load.
@@ -52,43 +54,67 @@ type Source struct {
 	Limits Limits
 }
 
-// Engine compiles and instantiates modules. One per host.
+// Engine compiles and instantiates modules. One per host (engine.go).
 //
 //	func NewEngine(ctx context.Context, cfg Config) (*Engine, error)
 //	func (e *Engine) Load(ctx context.Context, src Source, imp Imports) (*Module, error)
 //	func (e *Engine) Close(ctx context.Context) error
 //
-// Load compiles (sharing compiled code between identical bytes, refcounted by
-// content hash), checks imports (only granted ones), exports and ABI version,
-// pre-starts MinInstances, reads and validates the manifest, and returns a
-// Module ready to serve. Every failure is a *LoadError naming the file and
-// the step.
+// Load checks the limits, compiles (sharing compiled code between identical
+// bytes, refcounted by content hash; a nuropb.fs section is stripped first
+// and mounted read-only at / instead), checks imports (only nuropb.log/call/
+// send and a list of WASI functions) and exports, instantiates one instance
+// (running _initialize), checks nuropb_abi_version, reads and validates the
+// manifest with a codec limited to MaxMessageBytes, and pre-starts the rest
+// of MinInstances. At least one instance (the one that described) is kept
+// even when MinInstances is 0. Every failure is a *LoadError naming the file
+// and the step (the Step* constants).
 //
-// Module:
+// Module (module.go):
 //
 //	func (m *Module) Manifest() *abi.Manifest
 //	func (m *Module) Hash() string          // hex SHA-256 of the file bytes
+//	func (m *Module) Name() string          // Source.Name
 //	func (m *Module) Handle(ctx context.Context, envelope []byte) ([]byte, error)
 //	func (m *Module) Stats() Stats
 //	func (m *Module) Close(ctx context.Context) error // waits for in-flight calls until ctx ends
 //
-// Handle takes an idle instance (waiting until ctx's deadline), calls
-// nuropb_handle, copies the reply out and returns it. Failures are *abi.Error:
-// trapped (instance discarded and replaced), timeout (deadline hit: the
-// instance is interrupted and discarded), resource_exhausted (a size limit),
-// internal (malformed reply, checked with the codec's limits), unavailable
-// (module closed).
+// Handle takes an idle instance (starting one if fewer than MaxInstances
+// exist, else waiting until ctx ends), writes the envelope into a buffer the
+// guest allocated with nuropb_alloc, calls nuropb_handle, copies the reply
+// out and checks it is one well-formed CBOR map within the codec's limits.
+// The call runs until min(ctx's deadline, now+CallTimeout), and ctx's
+// cancellation interrupts it too. Failures are *abi.Error whose message
+// names the module:
+//   - timeout: the deadline passed while waiting for an instance, or the
+//     call was interrupted at its deadline (the instance is discarded);
+//   - trapped: the guest faulted (panic, unreachable, out-of-bounds access,
+//     stack overflow, out of memory, proc_exit); the instance is discarded
+//     and replaced on demand;
+//   - resource_exhausted: envelope or reply over MaxMessageBytes, or the
+//     guest could not allocate the input buffer;
+//   - internal: the reply is not one well-formed CBOR map, or lies outside
+//     guest memory;
+//   - unavailable: the module is closed (or was closed during the call), or
+//     ctx was canceled.
+//
+// The input buffer is kept in the guest between calls (re-allocated when an
+// envelope outgrows it, one-off above 64 KiB): a guest must not keep
+// pointers into it after nuropb_handle returns. This saves two guest calls
+// per request; see RATIONALE.md.
+//
+// Stats counts, for one module version:
 type Stats struct {
 	Instances int    // live instances
 	Busy      int    // instances in a call
-	Calls     uint64 // calls completed
+	Calls     uint64 // calls that ran on an instance, whatever their outcome
 	Traps     uint64 // instances discarded after a trap or interrupt
 }
 
 // LoadError says why a module was refused at load.
 type LoadError struct {
 	File   string
-	Step   string // read, compile, imports, exports, abi, instantiate, describe, manifest
+	Step   string // limits, read, compile, imports, exports, instantiate, abi, describe, manifest (Step* constants)
 	Reason string
 	Err    error
 }

@@ -277,6 +277,7 @@ func (m *Module) Close(ctx context.Context) error {
 	case <-m.drained:
 	case <-ctx.Done():
 		err = fmt.Errorf("sandbox: %s: closed with calls in flight: %w", m.name, ctx.Err())
+		m.e.log.Warn("module closed with calls in flight; interrupting them", "module", m.name, "tenant", m.tenant, "hash", m.hash)
 		m.mu.Lock()
 		for inst := range m.all {
 			inst.interrupt(reasonClosed)
