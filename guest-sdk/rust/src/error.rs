@@ -89,7 +89,11 @@ impl fmt::Display for ErrorCode {
 /// (`items[2].qty`); it is prefixed to the message and put in
 /// `details.field`, so a caller sees which param was wrong.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// Boxed so that `Result<T, Error>` stays as small as `T` on the hot path.
+#[derive(Debug, Clone, PartialEq)]
+struct Inner {
     code: ErrorCode,
     reason: String,
     path: String,
@@ -99,7 +103,7 @@ pub struct Error {
 impl Error {
     /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Error {
-        Error { code, reason: message.into(), path: String::new(), details: Vec::new() }
+        Error(Box::new(Inner { code, reason: message.into(), path: String::new(), details: Vec::new() }))
     }
 
     /// The service's own failure (`handler`).
@@ -134,56 +138,58 @@ impl Error {
 
     /// Adds a detail, sent in the error's `details` map.
     pub fn with_detail(mut self, key: impl Into<String>, value: impl Into<Value>) -> Error {
-        self.details.push((key.into(), value.into()));
+        self.0.details.push((key.into(), value.into()));
         self
     }
 
     /// The code.
     pub fn code(&self) -> &ErrorCode {
-        &self.code
+        &self.0.code
     }
 
     /// The message, prefixed with the field path when there is one.
     pub fn message(&self) -> String {
-        if self.path.is_empty() {
-            self.reason.clone()
+        if self.0.path.is_empty() {
+            self.0.reason.clone()
         } else {
-            format!("param `{}`: {}", self.path, self.reason)
+            format!("param `{}`: {}", self.0.path, self.0.reason)
         }
     }
 
     /// The path of the field a conversion failed on, or `""`.
     pub fn field(&self) -> &str {
-        &self.path
+        &self.0.path
     }
 
     /// The details, plus `field` when a field path is known.
     pub fn details(&self) -> Vec<(String, Value)> {
-        let mut d = self.details.clone();
-        if !self.path.is_empty() && !d.iter().any(|(k, _)| k == "field") {
-            d.push(("field".into(), Value::Text(self.path.clone())));
+        let mut d = self.0.details.clone();
+        if !self.0.path.is_empty() && !d.iter().any(|(k, _)| k == "field") {
+            d.push(("field".into(), Value::Text(self.0.path.clone())));
         }
         d
     }
 
     /// Prefixes the field path with the struct field `name`.
     pub fn at_field(mut self, name: &str) -> Error {
-        self.path = if self.path.is_empty() {
+        let p = &mut self.0.path;
+        *p = if p.is_empty() {
             name.to_owned()
-        } else if self.path.starts_with('[') {
-            format!("{}{}", name, self.path)
+        } else if p.starts_with('[') {
+            format!("{}{}", name, p)
         } else {
-            format!("{}.{}", name, self.path)
+            format!("{}.{}", name, p)
         };
         self
     }
 
     /// Prefixes the field path with the list index `i`.
     pub fn at_index(mut self, i: usize) -> Error {
-        self.path = if self.path.is_empty() || self.path.starts_with('[') {
-            format!("[{}]{}", i, self.path)
+        let p = &mut self.0.path;
+        *p = if p.is_empty() || p.starts_with('[') {
+            format!("[{}]{}", i, p)
         } else {
-            format!("[{}].{}", i, self.path)
+            format!("[{}].{}", i, p)
         };
         self
     }
@@ -198,9 +204,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.message();
         if m.is_empty() {
-            f.write_str(self.code.as_str())
+            f.write_str(self.0.code.as_str())
         } else {
-            write!(f, "{}: {}", self.code, m)
+            write!(f, "{}: {}", self.0.code, m)
         }
     }
 }
