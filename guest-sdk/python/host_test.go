@@ -49,7 +49,10 @@ type testHost struct {
 	calls map[string]func(params map[string]any) (any, *abi.Error)
 }
 
-const memoryLimitPages = 1024 // 64 MiB
+// memoryLimitPages caps guest memory at 64 MiB. Guests are interruptible
+// (WithCloseOnContextDone), as the host runs them; set
+// NUROPB_TEST_NO_INTERRUPT=1 to measure the cost of that.
+const memoryLimitPages = 1024
 
 var (
 	hostOnce sync.Once
@@ -67,7 +70,7 @@ func sharedHost(t testing.TB) *testHost {
 }
 
 func newTestHost(ctx context.Context) (*testHost, error) {
-	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(true).WithMemoryLimitPages(memoryLimitPages)
+	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(os.Getenv("NUROPB_TEST_NO_INTERRUPT") == "").WithMemoryLimitPages(memoryLimitPages)
 	if dir, err := os.UserCacheDir(); err == nil {
 		cache, err := wazero.NewCompilationCacheWithDir(filepath.Join(dir, "nuropb", "wazero-cache"))
 		if err == nil {

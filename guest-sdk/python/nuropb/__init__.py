@@ -24,7 +24,7 @@ from . import cbor
 from ._context import Context, context
 from .errors import (CODES, BadRequest, Error, Forbidden, HandlerError, Internal, MethodNotFound, NotFound,
                      ResourceExhausted, Timeout, Unavailable)
-from .service import method, on_event, service
+from ._service import method, on_event, service
 
 __version__ = "0.1.0"
 

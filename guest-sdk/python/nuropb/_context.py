@@ -7,7 +7,6 @@ mesh: ``ctx.call``, ``ctx.send``, ``ctx.publish``, ``ctx.log``. The host
 stamps tenant, trace id and deadline on everything sent from here.
 """
 
-import datetime as _dt
 import time as _time
 
 from . import _host, cbor
@@ -60,6 +59,7 @@ class Context:
         """The deadline as an aware datetime (UTC), or None."""
         if not self.deadline_ms:
             return None
+        import datetime as _dt
         return _dt.datetime.fromtimestamp(self.deadline_ms / 1000, _dt.timezone.utc)
 
     def remaining(self):

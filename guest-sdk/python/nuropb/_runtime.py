@@ -13,7 +13,7 @@ from . import _host, cbor
 from . import _context
 from ._context import Context
 from .errors import Error
-from .service import ServiceSpec, find_service
+from ._service import ServiceSpec, find_service
 
 ENTRY_FILE = "/app/nuropb.entry"
 

@@ -38,9 +38,12 @@ Anything else (sets, numpy arrays, custom objects) raises EncodeError naming
 the type.
 """
 
-import datetime as _dt
-import decimal as _decimal
 import struct as _struct
+import sys as _sys
+
+# datetime and decimal are imported only when a value needs them: a value
+# of those types cannot exist before its module is imported, and importing
+# decimal at start-up would cost every instance milliseconds.
 
 __all__ = [
     "MAX_FRAME", "MAX_DEPTH", "MAX_ELEMENTS", "CBORError", "DecodeError", "EncodeError",
@@ -151,11 +154,12 @@ def loads(data, max_frame=MAX_FRAME):
 
 
 class _Decoder:
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "pos", "tags")
 
     def __init__(self, data):
         self.data = data
         self.pos = 0
+        self.tags = 0
 
     def arg(self, info):
         data = self.data
@@ -207,7 +211,18 @@ class _Decoder:
         if major == 7:
             return self.simple(info)
         depth += 1
-        if depth > MAX_DEPTH:
+        # The host's decoder (fxamacker/cbor) allows at most MAX_DEPTH nested
+        # arrays and maps, and MAX_DEPTH + 1 levels counting tags as levels
+        # too: depth counts both, self.tags the tags only.
+        if depth > MAX_DEPTH + 1:
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
+        if major == 6:
+            tag = self.arg(info)
+            self.tags += 1
+            value = self.item(depth)
+            self.tags -= 1
+            return _untag(tag, value)
+        if depth - self.tags > MAX_DEPTH:
             raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
         if major == 4:
             n = self.arg(info)
@@ -217,7 +232,7 @@ class _Decoder:
                 raise DecodeError("truncated CBOR: an array runs past the end of the message")
             item = self.item
             return [item(depth) for _ in range(n)]
-        if major == 5:
+        else:  # major == 5
             n = self.arg(info)
             if n > MAX_ELEMENTS:
                 raise DecodeError(f"map of {n} pairs is over the limit of {MAX_ELEMENTS}")
@@ -234,10 +249,7 @@ class _Decoder:
                     raise DecodeError(f"map key of type {type(k).__name__} is not supported") from None
                 out[k] = item(depth)
             return out
-        # major == 6: tags
-        tag = self.arg(info)
-        value = self.item(depth)
-        return _untag(tag, value)
+        raise AssertionError("unreachable")
 
     def simple(self, info):
         if info == 20:
@@ -276,6 +288,7 @@ def _untag(tag, value):
         n = int.from_bytes(value, "big")
         return n if tag == 2 else -1 - n
     if tag == 0:
+        import datetime as _dt
         if not isinstance(value, str):
             raise DecodeError("tag 0 (date/time) wants a text string")
         try:
@@ -286,6 +299,7 @@ def _untag(tag, value):
             raise DecodeError(f"tag 0: {value!r} has no time zone offset")
         return t
     if tag == 1:
+        import datetime as _dt
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DecodeError("tag 1 (epoch date/time) wants a number")
         try:
@@ -293,6 +307,7 @@ def _untag(tag, value):
         except (OverflowError, OSError, ValueError):
             raise DecodeError(f"tag 1: {value!r} is out of range") from None
     if tag == 4:
+        import decimal as _decimal
         if (not isinstance(value, list) or len(value) != 2
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
             raise DecodeError("tag 4 (decimal fraction) wants [exponent, mantissa] integers")
@@ -304,6 +319,7 @@ def _untag(tag, value):
         except (ValueError, _decimal.InvalidOperation):
             raise DecodeError("tag 4: not a representable decimal") from None
     if tag == 1004:
+        import datetime as _dt
         if not isinstance(value, str):
             raise DecodeError("tag 1004 (full-date) wants a text string")
         try:
@@ -420,16 +436,16 @@ def _encode_other(v, w, depth):
         _encode(float(v), w, depth)
     elif isinstance(v, str):
         _encode(str(v), w, depth)
-    elif isinstance(v, _dt.datetime):
+    elif (_dt := _sys.modules.get("datetime")) is not None and isinstance(v, _dt.datetime):
         if v.tzinfo is None:
             v = v.replace(tzinfo=_dt.timezone.utc)
         s = v.isoformat()
         if s.endswith("+00:00"):
             s = s[:-6] + "Z"
         _tagged(0, s, w, depth)
-    elif isinstance(v, _dt.date):
+    elif _dt is not None and isinstance(v, _dt.date):
         _tagged(1004, v.isoformat(), w, depth)
-    elif isinstance(v, _decimal.Decimal):
+    elif (_decimal := _sys.modules.get("decimal")) is not None and isinstance(v, _decimal.Decimal):
         if not v.is_finite():
             raise EncodeError(f"Decimal {v} cannot be encoded (tag 4 has no NaN or infinity)")
         sign, digits, exp = v.as_tuple()

@@ -14,7 +14,7 @@ envelope path the WebAssembly runtime uses::
 
 from . import _host, _runtime, cbor
 from .errors import Error
-from .service import ServiceSpec
+from ._service import ServiceSpec
 
 __all__ = ["Harness"]
 
