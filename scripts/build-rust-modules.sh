@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Builds the nuropb Rust guest SDK and every Rust guest into OUTDIR.
+# Builds the nuropb Rust guest SDK and every Rust example service into OUTDIR.
 #
-#   scripts/build-rust-modules.sh OUTDIR
+#   scripts/build-rust-modules.sh [--testdata] OUTDIR
 #
-# Produces OUTDIR/libnuropb.rlib and one OUTDIR/<name>.wasm per crate under
-# modules/examples/rust/ and testdata/guests/rust/ (each a directory with
-# src/lib.rs; <name> is the directory name). Uses Debian's /usr/bin/rustc
+# Writes one OUTDIR/<name>.wasm per crate under modules/examples/rust/ (each
+# a directory with src/lib.rs; <name> is the directory name). --testdata also
+# builds the test guests under testdata/guests/rust/ (e.g. conformance), which
+# must never be deployed. The SDK rlib goes to a temporary directory, so
+# OUTDIR can be the host's modules folder. Uses Debian's /usr/bin/rustc
 # directly: rustup's shims come first on PATH and have no wasm32 target.
 # RUSTC overrides the compiler path. See /work/shared/TOOLCHAINS.md.
 set -euo pipefail
 
 die() { echo "build-rust-modules: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+testdata=false
+if [ "${1:-}" = --testdata ]; then
+	testdata=true
+	shift
+fi
+[ $# -eq 1 ] || die "usage: $0 [--testdata] OUTDIR"
 out=$1
 root=$(cd "$(dirname "$0")/.." && pwd)
 rustc=${RUSTC:-/usr/bin/rustc}
@@ -27,14 +34,20 @@ ls "$sysroot/lib/rustlib/$target/lib/"libstd-*.rlib >/dev/null 2>&1 ||
 
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+lib=$(mktemp -d)
+trap 'rm -rf "$lib"' EXIT
 
 common=(--edition 2021 --target "$target" -C opt-level=s -C panic=abort -C codegen-units=1)
 
 "$rustc" "${common[@]}" --crate-type rlib --crate-name nuropb \
-	"$root/guest-sdk/rust/src/lib.rs" -o "$out/libnuropb.rlib"
+	"$root/guest-sdk/rust/src/lib.rs" -o "$lib/libnuropb.rlib"
 
 built=0
-for dir in "$root"/modules/examples/rust/*/ "$root"/testdata/guests/rust/*/; do
+dirs=("$root"/modules/examples/rust/*/)
+if $testdata; then
+	dirs+=("$root"/testdata/guests/rust/*/)
+fi
+for dir in "${dirs[@]}"; do
 	[ -f "$dir/src/lib.rs" ] || continue
 	name=$(basename "$dir")
 	crate=${name//-/_}
@@ -43,7 +56,7 @@ for dir in "$root"/modules/examples/rust/*/ "$root"/testdata/guests/rust/*/; do
 		-C link-arg=-zstack-size=65536 \
 		-C link-arg="$crt" \
 		-C link-arg=--export=_initialize \
-		--extern nuropb="$out/libnuropb.rlib" -L "$out" \
+		--extern nuropb="$lib/libnuropb.rlib" -L "$lib" \
 		"$dir/src/lib.rs" -o "$out/$name.wasm"
 	echo "built $out/$name.wasm ($(wc -c <"$out/$name.wasm") bytes)"
 	built=$((built + 1))

@@ -95,14 +95,15 @@ var (
 	builds  = map[string]*buildResult{}
 )
 
-// build runs scripts/<script> into its own directory under scratch, once.
-func build(t *testing.T, script string) string {
+// build runs scripts/<script> [flags] into its own directory under
+// scratch, once.
+func build(t *testing.T, script string, flags ...string) string {
 	t.Helper()
 	buildMu.Lock()
 	b, ok := builds[script]
 	if !ok {
 		b = &buildResult{dir: filepath.Join(scratch, strings.TrimSuffix(script, ".sh"))}
-		cmd := exec.Command(filepath.Join(repoRoot, "scripts", script), b.dir)
+		cmd := exec.Command(filepath.Join(repoRoot, "scripts", script), append(flags, b.dir)...)
 		out, err := cmd.CombinedOutput()
 		b.out, b.err = string(out), err
 		builds[script] = b

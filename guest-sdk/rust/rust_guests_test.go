@@ -66,7 +66,7 @@ func lastLine(b []byte) string {
 func rustModules(t *testing.T) string {
 	t.Helper()
 	needRust(t)
-	return build(t, "build-rust-modules.sh")
+	return build(t, "build-rust-modules.sh", "--testdata")
 }
 
 func TestRustModulesABI(t *testing.T) {
