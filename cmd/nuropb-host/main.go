@@ -40,6 +40,7 @@ func init() {
 		"publish":  {"publish an event on a topic", publishUsage, publishCmd},
 		"describe": {"show a service's methods, docs and version", describeUsage, describeCmd},
 		"services": {"list the services a host serves", servicesUsage, servicesCmd},
+		"build":    {"package a Python service into one .wasm", buildUsage, buildCmd},
 		"version":  {"print the version and ABI version", "nuropb-host version", versionCmd},
 	}
 }
