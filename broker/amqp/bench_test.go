@@ -20,8 +20,7 @@ import (
 )
 
 // BenchmarkRoundTrip measures request/reply round trips per second at 1, 8
-// and 64 requests in flight, for this broker in each reply mode and for a
-// minimal loop written straight on amqp091-go, on the same RabbitMQ in the
+// and 64 requests in flight, for this broker and for a minimal loop written straight on amqp091-go, on the same RabbitMQ in the
 // same run, so the ratio is what matters. Client and server are separate
 // connections, as two hosts would be; the server has prefetch 64, replies
 // then acks.
@@ -34,11 +33,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 		name  string
 		setup func(b *testing.B, url string) func(context.Context) error
 	}{
-		{"nuropb-direct-reply-to", func(b *testing.B, url string) func(context.Context) error {
-			return nuropbRoundTrip(b, url, directReplyMode, body)
-		}},
-		{"nuropb-reply-queue", func(b *testing.B, url string) func(context.Context) error {
-			return nuropbRoundTrip(b, url, replyQueueMode, body)
+		{"nuropb", func(b *testing.B, url string) func(context.Context) error {
+			return nuropbRoundTrip(b, url, body)
 		}},
 		{"raw-amqp091", func(b *testing.B, url string) func(context.Context) error {
 			return rawRoundTrip(b, url, body)
@@ -113,12 +109,12 @@ func cpuTimes() (rabbit, self time.Duration) {
 	return rabbit, self
 }
 
-func nuropbRoundTrip(b *testing.B, url string, mode replyMode, body []byte) func(context.Context) error {
+func nuropbRoundTrip(b *testing.B, url string, body []byte) func(context.Context) error {
 	quiet := slog.New(slog.NewTextHandler(b.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	open := func() *Broker {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		br, err := New(ctx, Config{URL: url, Logger: quiet, replyMode: mode})
+		br, err := New(ctx, Config{URL: url, Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -126,7 +122,7 @@ func nuropbRoundTrip(b *testing.B, url string, mode replyMode, body []byte) func
 		return br
 	}
 	server, client := open(), open()
-	to := broker.Route{Service: "bench-" + strconv.Itoa(int(mode))}
+	to := broker.Route{Service: "bench"}
 	c, err := server.Serve(context.Background(), broker.ServiceSpec{Route: to, Prefetch: 64}, func(ctx context.Context, d broker.Delivery) {
 		m := d.Message()
 		_ = server.Reply(ctx, m.ReplyTo, broker.Message{Body: m.Body, CorrelationID: m.CorrelationID, ContentType: m.ContentType})

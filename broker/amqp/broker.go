@@ -23,9 +23,8 @@ import (
 type Broker struct {
 	cfg    Config
 	log    *slog.Logger
-	hostID string // random, makes correlation ids and queue names unique across hosts
+	hostID string // random, makes correlation ids and consumer tags unique across hosts
 	seq    atomic.Uint64
-	gen    atomic.Uint64
 
 	sess    atomic.Pointer[session] // nil while disconnected
 	mu      sync.Mutex

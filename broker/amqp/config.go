@@ -48,8 +48,6 @@ type Config struct {
 	CloseTimeout time.Duration
 	// Logger receives connection events; default slog.Default().
 	Logger *slog.Logger
-
-	replyMode replyMode
 }
 
 // Defaults, exported so that callers can print or document them.
@@ -122,12 +120,3 @@ func (c Config) backoff(attempt int) time.Duration {
 	half := d / 2
 	return half + rand.N(d-half+1)
 }
-
-// replyMode selects how requests receive their replies. Unexported: it
-// exists so the benchmark can compare both (see RATIONALE.md).
-type replyMode int
-
-const (
-	directReplyMode replyMode = iota // amq.rabbitmq.reply-to
-	replyQueueMode                   // an exclusive auto-delete queue per connection
-)

@@ -283,14 +283,16 @@ func (c *consumer) stop(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		c.hardCancel()
 		err = fmt.Errorf("amqp: stop %s: handlers still running: %w", c.queue, ctx.Err())
 	}
-	c.hardCancel()
+	// Close before cancelling the handlers: a handler woken by the cancel
+	// must find its delivery stale, so that every unsettled message goes
+	// back to the queue rather than racing to be acknowledged.
 	if cc != nil {
 		cc.closed.Store(true)
 		_ = cc.ch.Close()
 	}
+	c.hardCancel()
 	c.b.mu.Lock()
 	delete(c.b.consumers, c)
 	c.b.mu.Unlock()

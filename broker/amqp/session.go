@@ -29,7 +29,7 @@ type session struct {
 
 	// rpc publishes requests and receives their replies and returns.
 	rpc     *amqp091.Channel
-	replyTo string
+	replyTo string // what RabbitMQ is told; it substitutes the channel's own address
 	// pub is in confirm mode: commands and events.
 	pub *amqp091.Channel
 	// resp publishes responses to other hosts' requests; kept apart from
@@ -94,7 +94,7 @@ func (b *Broker) dial() (*session, error) {
 
 // setup declares the shared topology and opens the shared channels. Any
 // failure of the connection or of a shared channel afterwards kills the
-// session (see watch).
+// session (see watchClose).
 func (s *session) setup() error {
 	conn := s.conn
 	s.watchClose(conn.NotifyClose(make(chan *amqp091.Error, 1)), "connection")
@@ -127,18 +127,10 @@ func (s *session) setup() error {
 	if s.rpc, err = s.sharedChannel("rpc"); err != nil {
 		return err
 	}
-	replyQueue := directReplyTo
-	if s.b.cfg.replyMode == replyQueueMode {
-		q, err := s.rpc.QueueDeclare(fmt.Sprintf("nuropb-host-%s-%d-rq", s.b.hostID, s.b.gen.Add(1)), false, true, true, false, nil)
-		if err != nil {
-			return fmt.Errorf("declare reply queue: %w", err)
-		}
-		replyQueue = q.Name
-	}
-	s.replyTo = replyQueue
-	replies, err := s.rpc.Consume(replyQueue, "", true, replyQueue != directReplyTo, false, false, nil)
+	s.replyTo = directReplyTo
+	replies, err := s.rpc.Consume(directReplyTo, "", true, false, false, false, nil)
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", replyQueue, err)
+		return fmt.Errorf("consume %s: %w", directReplyTo, err)
 	}
 	returns := s.rpc.NotifyReturn(make(chan amqp091.Return, 16))
 	s.wg.Go(func() { s.replyLoop(replies, returns) })
