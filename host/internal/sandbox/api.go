@@ -75,6 +75,7 @@ type Source struct {
 //	func (m *Module) Manifest() *abi.Manifest
 //	func (m *Module) Hash() string          // hex SHA-256 of the file bytes
 //	func (m *Module) Name() string          // Source.Name
+//	func (m *Module) Codec() *abi.Codec     // limited to MaxMessageBytes; decode replies with it
 //	func (m *Module) Handle(ctx context.Context, envelope []byte) ([]byte, error)
 //	func (m *Module) Stats() Stats
 //	func (m *Module) Close(ctx context.Context) error // waits for in-flight calls until ctx ends
@@ -94,7 +95,10 @@ type Source struct {
 //   - resource_exhausted: envelope or reply over MaxMessageBytes, or the
 //     guest could not allocate the input buffer;
 //   - internal: the reply is not one well-formed CBOR map, or lies outside
-//     guest memory;
+//     guest memory. Handle checks well-formedness (limits, indefinite
+//     lengths), not duplicate keys or UTF-8: a full decode costs ~3-5 us and
+//     the host decodes the reply anyway; it should answer internal, naming
+//     the module, when that decode fails;
 //   - unavailable: the module is closed (or was closed during the call), or
 //     ctx was canceled.
 //

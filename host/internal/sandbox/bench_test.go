@@ -94,14 +94,38 @@ func BenchmarkBare(b *testing.B) {
 					mod.Memory().Write(ptr, env)
 					handle := mod.ExportedFunction(abi.ExportHandle)
 					var stack [2]uint64
-					b.ReportAllocs()
-					defer reportCPU(b)()
-					for b.Loop() {
-						stack[0], stack[1] = uint64(ptr), uint64(len(env))
-						if err := handle.CallWithStack(ctx, stack[:]); err != nil {
-							b.Fatal(err)
+					b.Run("handle", func(b *testing.B) {
+						b.ReportAllocs()
+						defer reportCPU(b)()
+						for b.Loop() {
+							stack[0], stack[1] = uint64(ptr), uint64(len(env))
+							if err := handle.CallWithStack(ctx, stack[:]); err != nil {
+								b.Fatal(err)
+							}
 						}
-					}
+					})
+					// The ABI flow without buffer reuse: three guest calls.
+					alloc, dealloc := mod.ExportedFunction(abi.ExportAlloc), mod.ExportedFunction(abi.ExportDealloc)
+					b.Run("alloc+handle+dealloc", func(b *testing.B) {
+						b.ReportAllocs()
+						defer reportCPU(b)()
+						for b.Loop() {
+							stack[0] = uint64(len(env))
+							if err := alloc.CallWithStack(ctx, stack[:]); err != nil {
+								b.Fatal(err)
+							}
+							p := uint32(stack[0])
+							mod.Memory().Write(p, env)
+							stack[0], stack[1] = uint64(p), uint64(len(env))
+							if err := handle.CallWithStack(ctx, stack[:]); err != nil {
+								b.Fatal(err)
+							}
+							stack[0], stack[1] = uint64(p), uint64(len(env))
+							if err := dealloc.CallWithStack(ctx, stack[:]); err != nil {
+								b.Fatal(err)
+							}
+						}
+					})
 				})
 			}
 		})
@@ -130,4 +154,36 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkReplyCheck compares the reply check Handle does (well-formedness
+// within limits) with a full decode, which the host does anyway.
+func BenchmarkReplyCheck(b *testing.B) {
+	env := benchEnvelope(b)
+	reply, _ := abi.Default.EncodeEnvelope(&abi.Envelope{Kind: abi.KindResponse, ID: "1", Result: append([]byte{0x58, byte(len(env))}, env...)})
+	rc, _ := newReplyChecker(abi.DefaultLimits)
+	b.Run("wellformed", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := rc.Wellformed(reply); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("codec.Valid", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := abi.Default.Valid(reply); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("DecodeEnvelope", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := abi.Default.DecodeEnvelope(reply); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -274,6 +274,32 @@ func rustGuest(t testing.TB) []byte {
 	key := sourceKey(t, "rust-conformance", files)
 	return buildGuest(t, key, func(out string) *exec.Cmd {
 		dir := out + ".d"
-		return exec.Command("sh", "-c", `"$0" "$1" >/dev/null && mv "$1/conformance.wasm" "$2" && rm -rf "$1"`, script, dir, out)
+		return exec.Command("sh", "-c", `"$0" --testdata "$1" >/dev/null && mv "$1/conformance.wasm" "$2" && rm -rf "$1"`, script, dir, out)
 	})
+}
+
+// hostileCGuest builds the project's hostile C guest name
+// (testdata/guests/c, scripts/build-c-guests.sh).
+func hostileCGuest(t testing.TB, name string) []byte {
+	t.Helper()
+	root := filepath.Join("..", "..", "..")
+	script := filepath.Join(root, "scripts", "build-c-guests.sh")
+	if _, err := os.Stat(script); err != nil {
+		t.Skip("no scripts/build-c-guests.sh")
+	}
+	if _, err := exec.LookPath("clang"); err != nil {
+		t.Skip("clang not installed")
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "testdata", "guests", "c", "*"))
+	files = append(files, script)
+	key := sourceKey(t, "hostile-c", files)
+	dir := filepath.Join(cacheRoot(t), "test-guests", key)
+	buildGuest(t, key, func(out string) *exec.Cmd {
+		return exec.Command("sh", "-c", `rm -rf "$1" && "$0" "$1" >/dev/null && touch "$2"`, script, dir, out)
+	})
+	b, err := os.ReadFile(filepath.Join(dir, name+".wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

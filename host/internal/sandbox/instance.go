@@ -59,6 +59,7 @@ type instance struct {
 	// and the stdout/stderr writers on that same goroutine.
 	parent   context.Context // the caller's ctx, for Imports
 	logCtx   context.Context
+	started  time.Time
 	deadline time.Time
 
 	stdout, stderr *lineWriter
@@ -173,6 +174,7 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 // succeeded.
 func (inst *instance) guard(ctx context.Context, f func() error) error {
 	now := time.Now()
+	inst.started = now
 	inst.deadline = inst.m.deadlineFor(ctx, now)
 	inst.parent = ctx
 	inst.logCtx = ctx
@@ -354,7 +356,8 @@ func (inst *instance) callError(err error, fn string) *abi.Error {
 	m := inst.m
 	switch inst.reason.Load() {
 	case reasonDeadline:
-		return m.errorf(abi.CodeTimeout, "call interrupted at its deadline (%v after it started at most)", m.limits.CallTimeout)
+		return m.errorf(abi.CodeTimeout, "call interrupted at its deadline, %v after it started (CallTimeout %v)",
+			inst.deadline.Sub(inst.started).Round(time.Millisecond), m.limits.CallTimeout)
 	case reasonCanceled:
 		return m.errorf(abi.CodeUnavailable, "call canceled by the caller; instance interrupted")
 	case reasonClosed:

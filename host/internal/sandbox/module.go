@@ -117,6 +117,10 @@ func (m *Module) Manifest() *abi.Manifest { return m.manifest }
 // Hash returns the hex SHA-256 of the module file, nuropb.fs section included.
 func (m *Module) Hash() string { return m.hash }
 
+// Codec returns the codec limited to the module's MaxMessageBytes: decode
+// the module's replies with it.
+func (m *Module) Codec() *abi.Codec { return m.codec }
+
 // Name returns Source.Name, as used in errors.
 func (m *Module) Name() string { return m.name }
 
