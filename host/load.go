@@ -22,10 +22,10 @@ import (
 // Refusal records a module file the host would not serve. It is also the
 // error LoadFile returns in that case (test with errors.As).
 type Refusal struct {
-	Time   time.Time
-	File   string // relative to ModulesDir, e.g. "shop/orders.wasm"
-	Tenant string
-	Reason string
+	Time   time.Time `json:"time"`
+	File   string    `json:"file"` // relative to ModulesDir, e.g. "shop/orders.wasm"
+	Tenant string    `json:"tenant"`
+	Reason string    `json:"reason"`
 }
 
 func (r *Refusal) Error() string { return "module " + r.File + " refused: " + r.Reason }

@@ -9,25 +9,25 @@ import (
 // ServiceInfo describes one service this host serves, for the CLI, the
 // gateway and metrics.
 type ServiceInfo struct {
-	Tenant        string
-	Service       string
-	Version       string
-	Description   string
-	Methods       []string // callable from outside the tenant (hidden ones left out), sorted
-	Subscriptions []string
-	File          string // relative to ModulesDir
-	Hash          string // hex SHA-256 of the serving file
-	LoadedAt      time.Time
+	Tenant        string    `json:"tenant"`
+	Service       string    `json:"service"`
+	Version       string    `json:"version"`
+	Description   string    `json:"description"`
+	Methods       []string  `json:"methods"` // callable from outside the tenant (hidden ones left out), sorted
+	Subscriptions []string  `json:"subscriptions"`
+	File          string    `json:"file"` // relative to ModulesDir
+	Hash          string    `json:"hash"` // hex SHA-256 of the serving file
+	LoadedAt      time.Time `json:"loaded_at"`
 
-	Instances int    // live instances of the serving version
-	Busy      int    // instances in a call
-	Calls     uint64 // calls completed by the serving version
-	Traps     uint64 // instances of the serving version discarded after a trap or timeout
+	Instances int    `json:"instances"` // live instances of the serving version
+	Busy      int    `json:"busy"`      // instances in a call
+	Calls     uint64 `json:"calls"`     // calls completed by the serving version
+	Traps     uint64 `json:"traps"`     // instances of the serving version discarded after a trap or timeout
 
-	Requests    uint64 // requests answered since the service started (all versions)
-	Failures    uint64 // of which answered with an error
-	Expired     uint64 // requests dropped because their deadline had passed on arrival
-	DeadLetters uint64 // commands, events and malformed messages dead-lettered
+	Requests    uint64 `json:"requests"`     // requests answered since the service started (all versions)
+	Failures    uint64 `json:"failures"`     // of which answered with an error
+	Expired     uint64 `json:"expired"`      // requests dropped because their deadline had passed on arrival
+	DeadLetters uint64 `json:"dead_letters"` // commands, events and malformed messages dead-lettered
 }
 
 // Services lists the services being served, sorted by tenant then service.
