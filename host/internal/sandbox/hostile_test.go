@@ -60,7 +60,11 @@ func TestHostileGuestsAtRun(t *testing.T) {
 			l.LogLinesPerSec = 100
 			m := load(t, e, hostileCGuest(t, c.guest), l, imp)
 			start := time.Now()
-			_, err := call(t, m, c.method, 500*time.Millisecond)
+			timeout := 20 * time.Second // membomb and stackbomb are slow under -race
+			if c.guest == "loop" {
+				timeout = 300 * time.Millisecond
+			}
+			_, err := call(t, m, c.method, timeout)
 			if len(c.codes) == 0 {
 				if err != nil {
 					t.Fatal(err)
