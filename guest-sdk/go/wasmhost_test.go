@@ -283,14 +283,6 @@ func request(service, method string, params any) *abi.Envelope {
 	return env
 }
 
-func mustCBOR(v any) abi.RawValue {
-	b, err := abi.Default.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // call calls service.method and decodes the result into result, returning
 // the reply's error (or the trap) as the error.
 func (h *harness) call(service, method string, params, result any) error {

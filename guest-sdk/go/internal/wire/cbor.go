@@ -3,7 +3,6 @@ package wire
 import (
 	"encoding/binary"
 	"math"
-	"unicode/utf8"
 
 	"github.com/nuropb/nuropb/abi"
 )
@@ -69,6 +68,12 @@ func Head(b []byte, i int) (major byte, info byte, arg uint64, next int, err err
 
 // Skip checks the item at b[i:] for well-formedness within lim and returns the
 // offset just after it. depth is the nesting level of the item itself.
+//
+// Text is not checked for valid UTF-8 here or in Text: frames come from the
+// host, whose codec already refused invalid text, and whatever reaches a
+// handler is decoded by abi.Codec, which checks again. Per-byte loops are
+// what a Go guest pays most for when the host interrupts guests at loop
+// back-edges (wazero's WithCloseOnContextDone).
 func Skip(b []byte, i, depth int, lim abi.Limits) (int, error) {
 	major, info, arg, next, err := Head(b, i)
 	if err != nil {
@@ -81,11 +86,7 @@ func Skip(b []byte, i, depth int, lim abi.Limits) (int, error) {
 		if arg > uint64(len(b)-next) {
 			return next, malformed("string runs past the end of data")
 		}
-		end := next + int(arg)
-		if major == MajorText && !utf8.Valid(b[next:end]) {
-			return next, malformed("invalid UTF-8 in text string")
-		}
-		return end, nil
+		return next + int(arg), nil
 	case MajorArray, MajorMap:
 		if depth >= lim.MaxDepth {
 			return next, abi.Errorf(abi.CodeBadRequest, "nesting depth is over the limit of %d", lim.MaxDepth)
@@ -152,9 +153,6 @@ func Text(b []byte, i int) ([]byte, int, error) {
 		return nil, next, malformed("string runs past the end of data")
 	}
 	end := next + int(arg)
-	if !utf8.Valid(b[next:end]) {
-		return nil, next, malformed("invalid UTF-8 in text string")
-	}
 	return b[next:end], end, nil
 }
 

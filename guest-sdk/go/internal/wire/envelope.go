@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"strings"
+
 	"github.com/nuropb/nuropb/abi"
 )
 
@@ -36,40 +38,88 @@ const (
 	numKeys
 )
 
+// keyIndex maps an envelope key to its index, or -1: one length switch and
+// at most one comparison, since string comparisons are loops in wasm.
 func keyIndex(k []byte) int {
-	switch string(k) {
-	case "kind":
-		return keyKind
-	case "id":
-		return keyID
-	case "trace_id":
-		return keyTraceID
-	case "service":
-		return keyService
-	case "method":
-		return keyMethod
-	case "params":
-		return keyParams
-	case "context":
-		return keyContext
-	case "topic":
-		return keyTopic
-	case "event":
-		return keyEvent
-	case "deadline":
-		return keyDeadline
-	case "tenant":
-		return keyTenant
-	case "depth":
-		return keyDepth
-	case "result":
-		return keyResult
-	case "error":
-		return keyError
-	case "served_by":
-		return keyServedBy
+	if idx := exactKey(k); idx >= 0 {
+		return idx
+	}
+	// abi.Codec matches struct keys case-insensitively when no key matches
+	// exactly; do the same, off the hot path.
+	for idx, name := range keyNames {
+		if strings.EqualFold(string(k), name) {
+			return idx
+		}
 	}
 	return -1
+}
+
+func exactKey(k []byte) int {
+	var idx int
+	switch len(k) {
+	case 2:
+		idx = keyID
+	case 4:
+		idx = keyKind
+	case 5:
+		switch {
+		case k[0] == 't':
+			idx = keyTopic
+		case k[0] == 'd':
+			idx = keyDepth
+		case k[0] == 'e' && k[1] == 'v':
+			idx = keyEvent
+		case k[0] == 'e':
+			idx = keyError
+		default:
+			return -1
+		}
+	case 6:
+		switch k[0] {
+		case 'm':
+			idx = keyMethod
+		case 'p':
+			idx = keyParams
+		case 't':
+			idx = keyTenant
+		case 'r':
+			idx = keyResult
+		default:
+			return -1
+		}
+	case 7:
+		switch k[0] {
+		case 's':
+			idx = keyService
+		case 'c':
+			idx = keyContext
+		default:
+			return -1
+		}
+	case 8:
+		switch k[0] {
+		case 't':
+			idx = keyTraceID
+		case 'd':
+			idx = keyDeadline
+		default:
+			return -1
+		}
+	case 9:
+		idx = keyServedBy
+	default:
+		return -1
+	}
+	if string(k) != keyNames[idx] {
+		return -1
+	}
+	return idx
+}
+
+var keyNames = [numKeys]string{
+	keyKind: "kind", keyID: "id", keyTraceID: "trace_id", keyService: "service", keyMethod: "method",
+	keyParams: "params", keyContext: "context", keyTopic: "topic", keyEvent: "event", keyDeadline: "deadline",
+	keyTenant: "tenant", keyDepth: "depth", keyResult: "result", keyError: "error", keyServedBy: "served_by",
 }
 
 // Parse reads the envelope frame b into e under lim. It refuses what
@@ -97,12 +147,22 @@ func Parse(b []byte, lim abi.Limits, e *Envelope) error {
 	}
 	var seen uint32
 	for k := uint64(0); k < n; k++ {
-		key, next, err := Text(b, i)
-		if err != nil {
-			return malformed("envelope keys must be text")
+		var idx int
+		if i >= len(b) {
+			return malformed("unexpected end of data")
 		}
-		i = next
-		idx := keyIndex(key)
+		if b[i]>>5 == MajorText {
+			var key []byte
+			if key, i, err = Text(b, i); err != nil {
+				return err
+			}
+			idx = keyIndex(key)
+		} else { // skipped like an unknown key, as abi.Codec does
+			if i, err = Skip(b, i, 1, lim); err != nil {
+				return err
+			}
+			idx = -1
+		}
 		if idx < 0 {
 			if i, err = Skip(b, i, 1, lim); err != nil {
 				return err
@@ -110,7 +170,7 @@ func Parse(b []byte, lim abi.Limits, e *Envelope) error {
 			continue
 		}
 		if seen&(1<<idx) != 0 {
-			return malformed("duplicate envelope key " + string(key))
+			return malformed("duplicate envelope key " + keyNames[idx])
 		}
 		seen |= 1 << idx
 		switch idx {
