@@ -49,6 +49,8 @@ func NewCodec(l Limits) (*Codec, error) {
 		DefaultMapType:   reflect.TypeOf(map[string]any(nil)),
 		IntDec:           cbor.IntDecConvertSigned,
 		UTF8:             cbor.UTF8RejectInvalid,
+		// Keys are exact: "topiC" is not "topic".
+		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,
 	}.DecMode()
 	if err != nil {
 		return nil, fmt.Errorf("abi: codec options: %w", err)
@@ -98,7 +100,7 @@ func (c *Codec) Unmarshal(b []byte, v any) error {
 		return Errorf(CodeBadRequest, "empty message")
 	}
 	if err := c.dec.Unmarshal(b, v); err != nil {
-		return Errorf(CodeBadRequest, "malformed CBOR: %v", err)
+		return &DecodeError{Err: err}
 	}
 	if err := c.checkDepth(b); err != nil {
 		return err
@@ -148,4 +150,23 @@ func (c *Codec) DecodeManifest(b []byte) (*Manifest, error) {
 func (c *Codec) Valid(b []byte) error {
 	var v any
 	return c.Unmarshal(b, &v)
+}
+
+// DecodeError is a decode failure; it is an *Error with CodeBadRequest (via
+// As) and keeps the decoder's own typed error (via Unwrap) so callers can
+// name the offending field.
+type DecodeError struct{ Err error }
+
+func (e *DecodeError) Error() string { return "bad_request: malformed CBOR: " + e.Err.Error() }
+
+// Unwrap returns the decoder's error.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// As lets errors.As(err, **Error) see a DecodeError as a bad_request.
+func (e *DecodeError) As(target any) bool {
+	if t, ok := target.(**Error); ok {
+		*t = &Error{Code: CodeBadRequest, Message: "malformed CBOR: " + e.Err.Error()}
+		return true
+	}
+	return false
 }
