@@ -48,6 +48,7 @@ type Host struct {
 	services map[broker.Route]*service
 	files    map[string]*fileState // by absolute path
 	refusals []Refusal
+	watching *watching // hot reload (watch.go), when Config.Watch
 
 	ready   atomic.Bool
 	clients sync.Map // tenant -> *client.Client
@@ -141,6 +142,7 @@ func (h *Host) Start(ctx context.Context) error {
 	h.mu.Lock()
 	h.started = true
 	h.mu.Unlock()
+	h.startWatch()
 	h.log.Info("host starting", "modules_dir", h.dir, "files", len(files))
 	for _, f := range files {
 		err := h.LoadFile(ctx, f)
@@ -220,6 +222,7 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	h.log.Info("host shutting down", "services", len(svcs))
+	h.stopWatch(ctx) // before the drain: no reload may start a version now
 
 	var wg sync.WaitGroup
 	errs := make([]error, len(svcs))
