@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	amqp091 "github.com/rabbitmq/amqp091-go"
-
 	"github.com/nuropb/nuropb/broker"
 	"github.com/nuropb/nuropb/broker/amqp/amqptest"
+	"github.com/nuropb/nuropb/internal/rawamqp"
 )
 
 // BenchmarkRoundTrip measures request/reply round trips per second at 1, 8
@@ -139,62 +138,13 @@ func nuropbRoundTrip(b *testing.B, url string, body []byte) func(context.Context
 	}
 }
 
-// rawRoundTrip is the smallest honest request/reply on amqp091-go: a
-// direct exchange, mandatory publish, direct reply-to, a server replying
-// then acking by hand with prefetch 64.
+// rawRoundTrip is the broker's ceiling: internal/rawamqp's minimal loop
+// straight on amqp091-go, with the same prefetch as the nuropb server.
 func rawRoundTrip(b *testing.B, url string, body []byte) func(context.Context) error {
-	dial := func() *amqp091.Channel {
-		conn, err := amqp091.Dial(url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = conn.Close() })
-		ch, err := conn.Channel()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return ch
+	l, err := rawamqp.New(url, 64, body)
+	if err != nil {
+		b.Fatal(err)
 	}
-	srv := dial()
-	must := func(err error) {
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	must(srv.ExchangeDeclare("raw-rpc", "direct", true, false, false, false, nil))
-	_, err := srv.QueueDeclare("raw-sq", true, false, false, false, nil)
-	must(err)
-	must(srv.QueueBind("raw-sq", "raw", "raw-rpc", false, nil))
-	must(srv.Qos(64, 0, false))
-	reqs, err := srv.Consume("raw-sq", "", false, false, false, false, nil)
-	must(err)
-	go func() {
-		for d := range reqs {
-			_ = srv.Publish("", d.ReplyTo, false, false, amqp091.Publishing{CorrelationId: d.CorrelationId, Body: d.Body})
-			_ = d.Ack(false)
-		}
-	}()
-
-	cli := dial()
-	replies, err := cli.Consume("amq.rabbitmq.reply-to", "", true, false, false, false, nil)
-	must(err)
-	var pending sync.Map
-	go func() {
-		for d := range replies {
-			if w, ok := pending.LoadAndDelete(d.CorrelationId); ok {
-				w.(chan struct{}) <- struct{}{}
-			}
-		}
-	}()
-	var seq atomic.Uint64
-	return func(ctx context.Context) error {
-		id := strconv.FormatUint(seq.Add(1), 36)
-		w := make(chan struct{}, 1)
-		pending.Store(id, w)
-		if err := cli.Publish("raw-rpc", "raw", true, false, amqp091.Publishing{CorrelationId: id, ReplyTo: "amq.rabbitmq.reply-to", Body: body}); err != nil {
-			return err
-		}
-		<-w
-		return nil
-	}
+	b.Cleanup(func() { _ = l.Close() })
+	return l.RoundTrip
 }
