@@ -17,6 +17,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/nuropb/nuropb/abi"
+	"github.com/nuropb/nuropb/internal/wasmsection"
 )
 
 // Engine compiles and instantiates guest modules. It keeps one wazero
@@ -32,6 +33,22 @@ type Engine struct {
 	closed   bool
 	runtimes map[uint32]*runtimeClass
 	compiled map[compiledKey]*compiledEntry
+	compiles uint64 // CompileModule calls made, for EngineStats
+}
+
+// EngineStats counts what an Engine compiled. Tests and operators read it to
+// see that module versions with identical code (every Python service built
+// from one runtime, a re-deployed file) share one compilation.
+type EngineStats struct {
+	Compiled     int    // distinct compiled modules held now
+	Compilations uint64 // compilations started since NewEngine (each is a wazero CompileModule call)
+}
+
+// Stats returns a snapshot of the engine's counters.
+func (e *Engine) Stats() EngineStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return EngineStats{Compiled: len(e.compiled), Compilations: e.compiles}
 }
 
 // runtimeClass is one wazero runtime and the memory limit it enforces.
@@ -174,6 +191,7 @@ func (e *Engine) acquireCompiled(ctx context.Context, rc *runtimeClass, key comp
 	}
 	ent = &compiledEntry{ready: make(chan struct{}), refs: 1}
 	e.compiled[key] = ent
+	e.compiles++
 	e.mu.Unlock()
 
 	ent.cm, ent.err = rc.r.CompileModule(ctx, code)
@@ -221,7 +239,7 @@ func (e *Engine) Load(ctx context.Context, src Source, imp Imports) (*Module, er
 		return nil, fail(StepRead, nil, "empty file")
 	}
 	sum := sha256.Sum256(src.Bytes)
-	code, payload, hasFS, err := extractSection(src.Bytes, fsSectionName)
+	code, payload, err := splitFS(src.Bytes)
 	if err != nil {
 		return nil, fail(StepRead, err, "%v", err)
 	}
@@ -233,8 +251,10 @@ func (e *Engine) Load(ctx context.Context, src Source, imp Imports) (*Module, er
 		limits: src.Limits,
 		imp:    imp,
 	}
-	if hasFS {
-		if m.fsys, err = zipFS(bytes.Clone(payload)); err != nil {
+	if payload != nil {
+		// A copy: the archive is read in place for the module's life, and
+		// the caller may reuse its buffer.
+		if m.fsys, err = wasmsection.ZipFS(bytes.Clone(payload)); err != nil {
 			return nil, fail(StepRead, err, "%v", err)
 		}
 	}
@@ -288,6 +308,9 @@ func (e *Engine) Load(ctx context.Context, src Source, imp Imports) (*Module, er
 	if err != nil {
 		return nil, fail(StepDescribe, err, "nuropb_describe: %v", err)
 	}
+	if serr := startError(m.codec, raw); serr != nil {
+		return nil, fail(StepDescribe, serr, "the service failed to start: %v", serr)
+	}
 	if m.manifest, err = m.codec.DecodeManifest(raw); err != nil {
 		return nil, fail(StepManifest, err, "%v", err)
 	}
@@ -323,7 +346,7 @@ func checkImports(cm wazero.CompiledModule) error {
 			}
 		case wasi_snapshot_preview1.ModuleName:
 			if !allowedWASI[name] {
-				return fmt.Errorf("imports %s.%s, which the sandbox does not allow (no sockets, no processes)", mod, name)
+				return fmt.Errorf("imports %s.%s, which the sandbox does not allow (no new sockets, no processes)", mod, name)
 			}
 		default:
 			return fmt.Errorf("imports %s.%s: only %s.* and %s.* can be imported", mod, name, abi.ImportModule, wasi_snapshot_preview1.ModuleName)
@@ -400,7 +423,16 @@ func sigString(params, results []api.ValueType) string {
 // allowedWASI lists the WASI preview1 functions a guest may import. With no
 // preopened directory (only the read-only nuropb.fs mount, when present),
 // no environment and no arguments, these reach nothing outside the
-// instance. Sockets are refused outright.
+// instance.
+//
+// Preview1 cannot create a socket: sock_accept, sock_recv, sock_send and
+// sock_shutdown act only on sockets the host preopens (in wazero, listeners
+// passed through experimental context values, which callCtx never carries),
+// and the sandbox preopens none, so they fail with EBADF or ENOTSOCK. They
+// are allowed because every C library build links them (CPython's socket
+// module does, so the Python runtime imports all four). Extensions that
+// would create sockets (WasmEdge's sock_open, sock_connect, ...) are refused
+// by name like every other unknown import.
 var allowedWASI = map[string]bool{
 	"args_get": true, "args_sizes_get": true, "environ_get": true, "environ_sizes_get": true,
 	"clock_res_get": true, "clock_time_get": true, "random_get": true,
@@ -414,4 +446,5 @@ var allowedWASI = map[string]bool{
 	"path_create_directory": true, "path_filestat_get": true, "path_filestat_set_times": true,
 	"path_link": true, "path_open": true, "path_readlink": true, "path_remove_directory": true,
 	"path_rename": true, "path_symlink": true, "path_unlink_file": true,
+	"sock_accept": true, "sock_recv": true, "sock_send": true, "sock_shutdown": true,
 }

@@ -16,6 +16,13 @@ IMPORT("nuropb", "call") int64_t host_call(const void *ptr, int32_t len);
 IMPORT("nuropb", "send") int32_t host_send(const void *ptr, int32_t len);
 
 #ifdef FORBIDDEN
+// WasmEdge's socket extension: it creates sockets, so the sandbox refuses it.
+IMPORT("wasi_snapshot_preview1", "sock_open") int32_t sock_open(int32_t af, int32_t type, int32_t *out);
+#endif
+
+#ifdef SOCKETS
+// Preview1's socket calls act only on sockets the host preopened; the
+// sandbox preopens none, so they must find nothing.
 IMPORT("wasi_snapshot_preview1", "sock_accept") int32_t sock_accept(int32_t fd, int32_t flags, int32_t *out);
 #endif
 
@@ -182,7 +189,16 @@ EXPORT("nuropb_handle") int64_t handle(const uint8_t *env, int32_t n) {
 	if (!strcmp(m, "exec")) return host_exec(1);
 #endif
 #ifdef FORBIDDEN
-	if (!strcmp(m, "accept")) { int32_t fd; return sock_accept(3, 0, &fd); }
+	if (!strcmp(m, "open")) { int32_t fd; return sock_open(1, 1, &fd); }
+#endif
+#ifdef SOCKETS
+	if (!strcmp(m, "accept")) {
+		for (int32_t fd = 0; fd < 16; fd++) {
+			int32_t got;
+			if (sock_accept(fd, 0, &got) == 0) return reply_bytes("accepted", 8);
+		}
+		return reply_bytes("nosocket", 8);
+	}
 #endif
 	return reply_bytes("unknown", 7);
 }
