@@ -1,6 +1,7 @@
 // Command orders is an example nuropb service in Go: it takes orders,
 // validates and totals them, asks greeter for a confirmation message and
-// publishes order.created for whoever listens (audit does).
+// publishes order.created for whoever listens (audit does). Its stats method
+// leaves the statistics to the Python stats service.
 package main
 
 import (
@@ -13,7 +14,7 @@ import (
 )
 
 var svc = nuropb.NewService("orders", "1.0.0", "Takes and totals orders.",
-	nuropb.Calls("greeter"), nuropb.Publishes("order.created"))
+	nuropb.Calls("greeter", "stats"), nuropb.Publishes("order.created"))
 
 // Item is one order line. Money is in integer cents: floats do not add up.
 type Item struct {
@@ -121,10 +122,56 @@ func list(*nuropb.Context, nuropb.NoParams) ([]string, error) {
 	return ids, nil
 }
 
+// Stats is the stats method's result. The figures come from the Python
+// stats service's summarize: Go has no statistics package in its standard
+// library, Python has a good one, and the mesh lets each service be written
+// in the language that suits it.
+type Stats struct {
+	Count        int                `cbor:"count"`
+	TotalCents   int64              `cbor:"total_cents"`
+	OrderTotals  map[string]float64 `cbor:"order_totals_cents,omitempty"` // mean, median, stdev, min, max
+	QuartileCuts []float64          `cbor:"quartiles_cents,omitempty"`
+}
+
+// summary is the part of stats.summarize's result this service uses.
+type summary struct {
+	Mean      float64   `cbor:"mean"`
+	Median    float64   `cbor:"median"`
+	Stdev     float64   `cbor:"stdev"`
+	Min       float64   `cbor:"min"`
+	Max       float64   `cbor:"max"`
+	Quantiles []float64 `cbor:"quantiles"`
+}
+
+func orderStats(ctx *nuropb.Context, _ nuropb.NoParams) (Stats, error) {
+	if len(orders) == 0 {
+		return Stats{}, nil
+	}
+	totals := make([]int64, 0, len(orders))
+	var sum int64
+	for _, o := range orders {
+		totals = append(totals, o.TotalCents)
+		sum += o.TotalCents
+	}
+	var s summary
+	if err := ctx.Call("stats", "summarize", map[string]any{"values": totals, "quantiles": 4}, &s); err != nil {
+		return Stats{}, fmt.Errorf("statistics from stats: %v", err)
+	}
+	return Stats{
+		Count:      len(totals),
+		TotalCents: sum,
+		OrderTotals: map[string]float64{
+			"mean": s.Mean, "median": s.Median, "stdev": s.Stdev, "min": s.Min, "max": s.Max,
+		},
+		QuartileCuts: s.Quantiles,
+	}, nil
+}
+
 func init() {
 	nuropb.Method(svc, "create", "Creates an order, totals it and returns its id with a confirmation message.", create)
 	nuropb.Method(svc, "get", "Returns an order this instance created.", get)
 	nuropb.Method(svc, "list", "Lists the ids of orders this instance created.", list)
+	nuropb.Method(svc, "stats", "Statistics of the totals of the orders this instance created, from the Python stats service.", orderStats)
 	nuropb.Register(svc)
 }
 
