@@ -70,7 +70,10 @@ func TestExamplesMesh(t *testing.T) {
 	wantCode(t, h.call("greeter", "hello", map[string]any{"name": 3}, nil), abi.CodeBadRequest, `param "name": want string, got int`)
 	wantCode(t, h.call("greeter", "hello", map[string]any{"name": "x", "nmae": "y"}, nil), abi.CodeBadRequest, `unknown param "nmae"`)
 
-	var g struct{ Text, Language string }
+	var g struct {
+		Text     string `cbor:"text"`
+		Language string `cbor:"language"`
+	}
 	if err := h.call("greeter", "greet", map[string]any{"name": " Ada ", "language": "fr", "times": 2}, &g); err != nil {
 		t.Fatal(err)
 	}

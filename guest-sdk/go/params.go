@@ -301,16 +301,11 @@ func (s *schema) manifestParams() []abi.Param {
 	return ps
 }
 
-// lookup finds the field for a params key the way the codec does: an exact
-// match first, then a case-insensitive one.
+// lookup finds the field for a params key the way the codec does: keys
+// match exactly (abi's codec is case-sensitive).
 func (s *schema) lookup(key []byte) int {
 	for i := range s.fields {
 		if s.fields[i].name == string(key) {
-			return i
-		}
-	}
-	for i := range s.fields {
-		if strings.EqualFold(s.fields[i].name, string(key)) {
 			return i
 		}
 	}

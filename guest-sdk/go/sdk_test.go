@@ -168,7 +168,7 @@ func TestDispatch(t *testing.T) {
 		msg    string // substring of the error message
 	}{
 		{"hello", map[string]any{"name": "Ada"}, "Hello, Ada!", "", ""},
-		{"hello", map[string]any{"Name": "Ada"}, "Hello, Ada!", "", ""}, // the codec's case-insensitive match
+		{"hello", map[string]any{"Name": "Ada"}, nil, "bad_request", `unknown param "Name"`}, // keys match exactly
 		{"hello", nil, nil, "bad_request", `missing required param "name"`},
 		{"hello", map[string]any{"name": nil}, nil, "bad_request", `missing required param "name"`},
 		{"hello", map[string]any{"name": 1}, nil, "bad_request", `param "name": want string, got int`},
