@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nuropb/nuropb/abi"
+	"github.com/nuropb/nuropb/broker"
 	"github.com/nuropb/nuropb/client"
 )
 
@@ -31,14 +33,29 @@ type Config struct {
 	Codec    *abi.Codec
 	Logger   *slog.Logger
 	// MaxTimeout caps the timeout a caller may ask for with ?timeout= or the
-	// X-Nuropb-Timeout header.
+	// X-Nuropb-Timeout header (or timeout_ms in a WebSocket frame).
 	MaxTimeout time.Duration
+	// Broker carries WebSocket subscriptions (a queue per subscription);
+	// nil leaves the WebSocket without subscribe.
+	Broker broker.Broker
+	// WS bounds the WebSocket endpoint GET /v1/ws.
+	WS WSConfig
 }
 
 // Gateway serves the HTTP API. Build it with New; it is an http.Handler.
+// Call Shutdown after http.Server.Shutdown: WebSocket connections are
+// hijacked, so the server neither waits for nor closes them.
 type Gateway struct {
 	cfg Config
+	ws  WSConfig
 	mux *http.ServeMux
+
+	base       context.Context // parent of every WebSocket connection's context
+	cancelBase context.CancelFunc
+	mu         sync.Mutex
+	shutting   bool
+	conns      map[*wsConn]struct{}
+	handlers   sync.WaitGroup // WebSocket handlers still running
 }
 
 // New returns a Gateway. Client is required.
@@ -55,7 +72,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxTimeout <= 0 {
 		cfg.MaxTimeout = 5 * time.Minute
 	}
-	g := &Gateway{cfg: cfg, mux: http.NewServeMux()}
+	g := &Gateway{cfg: cfg, ws: cfg.WS.withDefaults(cfg.Codec), mux: http.NewServeMux(), conns: map[*wsConn]struct{}{}}
+	g.base, g.cancelBase = context.WithCancel(context.Background())
 	g.mux.HandleFunc("POST /v1/call/{service}/{method}", g.call)
 	g.mux.HandleFunc("POST /v1/call/{tenant}/{service}/{method}", g.call)
 	g.mux.HandleFunc("POST /v1/send/{service}/{method}", g.send)
@@ -67,6 +85,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("GET /v1/services/{tenant}/{service}", g.describe)
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	g.mux.HandleFunc("GET /readyz", g.ready)
+	g.mux.HandleFunc("GET /v1/ws", g.serveWS)
 	return g, nil
 }
 
@@ -146,7 +165,7 @@ func (g *Gateway) envelope(r *http.Request) (*abi.Envelope, error) {
 	if len(params) > 0 && params[0]>>5 != 5 {
 		return nil, abi.Errorf(abi.CodeBadRequest, "params must be a JSON object of keyword arguments")
 	}
-	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+	if tok := bearer(r); tok != "" {
 		env.Context = map[string]any{"token": tok}
 	}
 	timeout := r.URL.Query().Get("timeout")
@@ -169,7 +188,13 @@ func traceID(r *http.Request) string {
 	if t := r.Header.Get("X-Trace-Id"); t != "" && len(t) <= 128 {
 		return t
 	}
-	parts := strings.Split(r.Header.Get("traceparent"), "-")
+	return parseTraceparent(r.Header.Get("traceparent"))
+}
+
+// parseTraceparent returns the trace-id field of a W3C traceparent value,
+// or "" when v is not one.
+func parseTraceparent(v string) string {
+	parts := strings.Split(v, "-")
 	if len(parts) == 4 && len(parts[1]) == 32 {
 		return parts[1]
 	}
@@ -256,4 +281,66 @@ func (g *Gateway) ready(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (g *Gateway) closing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shutting
+}
+
+// track registers a WebSocket connection; false once Shutdown has begun.
+func (g *Gateway) track(w *wsConn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.shutting {
+		return false
+	}
+	g.conns[w] = struct{}{}
+	g.handlers.Add(1)
+	return true
+}
+
+func (g *Gateway) untrack(w *wsConn) {
+	g.mu.Lock()
+	delete(g.conns, w)
+	g.mu.Unlock()
+	g.handlers.Done()
+}
+
+// Shutdown ends the WebSocket side gracefully: new connections and new
+// frames are refused (unavailable), calls in flight are answered, queued
+// frames are written, then every connection is closed with 1001 (going
+// away) and its subscription queues deleted. When ctx ends first, the
+// remaining calls are cancelled and the connections closed anyway.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.shutting = true
+	conns := make([]*wsConn, 0, len(g.conns))
+	for w := range g.conns {
+		conns = append(conns, w)
+	}
+	g.mu.Unlock()
+	for _, w := range conns {
+		select {
+		case <-w.drained():
+		case <-ctx.Done():
+		}
+		// Give the writer the answers just queued before the close frame.
+		for len(w.out) > 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		w.kill(CloseGoingAway, "gateway shutting down")
+	}
+	done := make(chan struct{})
+	go func() { g.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+		g.cancelBase()
+		return nil
+	case <-ctx.Done():
+		g.cancelBase()
+		<-done
+		return ctx.Err()
+	}
 }

@@ -45,6 +45,9 @@ type Config struct {
 	// calls after a swap or removal when the caller's context sets no
 	// deadline. 0 means 30 s.
 	DrainTimeout time.Duration
+	// Observer hears every handled delivery, load, refusal and removal
+	// (metrics); nil means nobody listens.
+	Observer Observer
 }
 
 // Limits bound one module version. In a Config, a zero field means "inherit"

@@ -34,9 +34,11 @@ func (s *service) handler(h *Host) broker.Handler {
 // request that has somewhere to go, then exactly one Ack or Reject.
 func (h *Host) dispatch(ctx context.Context, s *service, v *version, d broker.Delivery) {
 	msg := d.Message()
+	start := time.Now()
 	env, err := v.codec.DecodeEnvelope(msg.Body)
 	if err != nil {
 		h.malformed(ctx, s, v, d, err)
+		h.handled(v, nil, start, abi.AsError(err).Code, d.Redelivered())
 		return
 	}
 	switch env.Kind {
@@ -51,6 +53,7 @@ func (h *Host) dispatch(ctx context.Context, s *service, v *version, d broker.De
 			return
 		}
 		reply := h.request(ctx, v, env)
+		h.handled(v, env, start, codeOf(reply), d.Redelivered())
 		s.requests.Add(1)
 		if reply.Error != nil {
 			s.failures.Add(1)
@@ -63,11 +66,13 @@ func (h *Host) dispatch(ctx context.Context, s *service, v *version, d broker.De
 		_ = d.Ack()
 	case abi.KindCommand, abi.KindEvent:
 		if env.Kind == abi.KindEvent && !s.wants(env.Topic) {
-			v.log.Debug("event dropped: no current subscription matches", "topic", env.Topic)
+			v.log.Debug("event dropped: no current subscription matches", "topic", env.Topic, "trace_id", env.TraceID)
 			_ = d.Ack()
 			return
 		}
-		if err := h.oneWay(ctx, v, env); err != nil {
+		err := h.oneWay(ctx, v, env)
+		h.handled(v, env, start, abi.CodeOf(err), d.Redelivered())
+		if err != nil {
 			s.deadLetters.Add(1)
 			v.log.Warn(string(env.Kind)+" failed; dead-lettered", "method", env.Method, "topic", env.Topic,
 				"trace_id", env.TraceID, "code", abi.CodeOf(err), "err", err, "redelivered", d.Redelivered())
@@ -94,7 +99,7 @@ func (h *Host) malformed(ctx context.Context, s *service, v *version, d broker.D
 		id = head.ID
 	}
 	v.log.Warn("malformed message", "type", msg.Type, "bytes", len(msg.Body), "correlation_id", msg.CorrelationID,
-		"reply_to", msg.ReplyTo != "", "err", err)
+		"reply_to", msg.ReplyTo != "", "trace_id", head.TraceID, "err", err)
 	if msg.ReplyTo == "" || id == "" {
 		s.deadLetters.Add(1)
 		_ = d.Reject(false)
@@ -256,7 +261,7 @@ func (h *Host) reply(ctx context.Context, v *version, req broker.Message, reply 
 			Tenant: reply.Tenant, ServedBy: reply.ServedBy,
 			Error: &abi.Error{Code: e.Code, Message: fmt.Sprintf("reply of %s/%s.%s: %s", v.tenant, v.man.Service, reply.Method, e.Message)}})
 		if err != nil {
-			v.log.Error("cannot encode even an error reply", "err", err)
+			v.log.Error("cannot encode even an error reply", "trace_id", reply.TraceID, "err", err)
 			return
 		}
 	}

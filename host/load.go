@@ -102,6 +102,7 @@ func (h *Host) refuse(name, tenant string, reason error) *Refusal {
 	}
 	r := &Refusal{Time: time.Now(), File: name, Tenant: tenant, Reason: msg}
 	h.log.Error("module refused", "file", name, "tenant", tenant, "reason", msg)
+	h.observer().Refused(*r)
 	h.mu.Lock()
 	h.refusals = append(h.refusals, *r)
 	if len(h.refusals) > maxRefusals {
@@ -259,6 +260,7 @@ func (h *Host) serve(ctx context.Context, route broker.Route, v *version) error 
 	svc.consumer, svc.bindings = c, bindings
 	svc.mu.Unlock()
 	h.logLoaded("module loaded", v, nil)
+	h.loaded(v, nil)
 	return nil
 }
 
@@ -302,6 +304,7 @@ func (h *Host) swap(ctx context.Context, svc *service, v *version) error {
 	svc.topics.Store(&topics)
 	svc.mu.Unlock()
 	h.logLoaded("module swapped", v, old)
+	h.loaded(v, old)
 
 	dctx, cancel := h.drainContext(ctx)
 	defer cancel()
@@ -361,6 +364,7 @@ func (h *Host) RemoveFile(ctx context.Context, path string) error {
 		err = errors.Join(err, fmt.Errorf("retire %s/%s: %w", svc.route.Tenant, svc.route.Service, rerr))
 	}
 	h.log.Info("module removed", "tenant", svc.route.Tenant, "service", svc.route.Service, "err", err)
+	h.observer().Removed(svc.route.Tenant, svc.route.Service)
 	return err
 }
 

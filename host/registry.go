@@ -23,6 +23,10 @@ type ServiceInfo struct {
 	Busy      int    `json:"busy"`      // instances in a call
 	Calls     uint64 `json:"calls"`     // calls completed by the serving version
 	Traps     uint64 `json:"traps"`     // instances of the serving version discarded after a trap or timeout
+	// MemoryPages is the linear memory of its live instances, in 64 KiB pages.
+	MemoryPages uint64 `json:"memory_pages"`
+	// MemoryLimitPages is the cap on one instance's memory (Limits.MemoryPages).
+	MemoryLimitPages uint32 `json:"memory_limit_pages"`
 
 	Requests    uint64 `json:"requests"`     // requests answered since the service started (all versions)
 	Failures    uint64 `json:"failures"`     // of which answered with an error
@@ -50,6 +54,7 @@ func (h *Host) Services() []ServiceInfo {
 			Methods: publicMethods(v.man), Subscriptions: slices.Clone(v.man.Subscriptions),
 			File: v.file, Hash: v.hash, LoadedAt: v.loadedAt,
 			Instances: st.Instances, Busy: st.Busy, Calls: st.Calls, Traps: st.Traps,
+			MemoryPages: st.MemoryPages, MemoryLimitPages: v.limits.MemoryPages,
 			Requests: s.requests.Load(), Failures: s.failures.Load(), Expired: s.expired.Load(), DeadLetters: s.deadLetters.Load(),
 		})
 	}

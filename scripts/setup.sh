@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(rustc cargo libstd-rust-dev-wasm32 lld clang wasi-libc libclang-rt-14-dev-wasm32 wabt)
+packages=(rustc cargo libstd-rust-dev-wasm32 lld clang wasi-libc libclang-rt-14-dev-wasm32 wabt chromium)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -35,7 +35,33 @@ type Broker struct {
 	closing   chan struct{}
 	supDone   chan struct{}
 	consumers map[*consumer]struct{} // guarded by mu
+
+	stats counters
 }
+
+// counters are what Stats reports; atomics, as they are bumped on the hot path.
+type counters struct {
+	reconnects, confirmed, nacked, confirmTimeouts, redeliveries atomic.Uint64
+}
+
+// Stats are a broker's running totals, for metrics.
+type Stats struct {
+	Reconnects      uint64 // sessions restored after the connection was lost
+	Confirmed       uint64 // commands and events RabbitMQ confirmed (acked)
+	Nacked          uint64 // commands and events it refused or returned unroutable
+	ConfirmTimeouts uint64 // publishes with no confirm within ConfirmTimeout
+	Redeliveries    uint64 // deliveries flagged redelivered (a consumer died holding them)
+}
+
+// Stats returns the broker's running totals.
+func (b *Broker) Stats() Stats {
+	return Stats{Reconnects: b.stats.reconnects.Load(), Confirmed: b.stats.confirmed.Load(), Nacked: b.stats.nacked.Load(),
+		ConfirmTimeouts: b.stats.confirmTimeouts.Load(), Redeliveries: b.stats.redeliveries.Load()}
+}
+
+// Connected reports whether a session with RabbitMQ is live now; readiness
+// checks use it, since calls fail with ErrUnavailable while it is false.
+func (b *Broker) Connected() bool { return !b.closed.Load() && b.sess.Load() != nil }
 
 var _ broker.Broker = (*Broker)(nil)
 
@@ -147,6 +173,7 @@ func (b *Broker) supervise() {
 			ns, err := b.dial()
 			if err == nil {
 				b.setSession(ns)
+				b.stats.reconnects.Add(1)
 				b.log.Info("rabbitmq connection restored")
 				break
 			}
@@ -306,11 +333,17 @@ func (b *Broker) confirmed(ctx context.Context, s *session, ex, key string, mand
 	defer timer.Stop()
 	select {
 	case err := <-pc.done:
+		if err == nil {
+			b.stats.confirmed.Add(1)
+		} else {
+			b.stats.nacked.Add(1)
+		}
 		return err
 	case <-ctx.Done():
 		s.conf.forget(pc)
 		return ctx.Err()
 	case <-timer.C:
+		b.stats.confirmTimeouts.Add(1)
 		s.conf.forget(pc)
 		return fmt.Errorf("%w: no publisher confirm within %s (the message may still be delivered)", broker.ErrUnavailable, b.cfg.ConfirmTimeout)
 	}

@@ -239,6 +239,9 @@ func (c *consumer) handle(cc *consumerChan, d amqp091.Delivery) {
 	ctx, cancel := context.WithCancel(c.hard)
 	dl := &delivery{c: c, cc: cc, raw: d, msg: fromDelivery(&d), cancel: cancel}
 	dl.timer = time.AfterFunc(c.b.cfg.HandlerTimeout, dl.expire)
+	if d.Redelivered {
+		c.b.stats.redeliveries.Add(1)
+	}
 	c.handlers.Add(1)
 	go func() {
 		defer c.handlers.Done()

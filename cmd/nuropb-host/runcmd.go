@@ -14,10 +14,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nuropb/nuropb/broker"
+	"github.com/nuropb/nuropb/broker/amqp"
 	"github.com/nuropb/nuropb/client"
 	"github.com/nuropb/nuropb/cmd/nuropb-host/internal/config"
 	"github.com/nuropb/nuropb/gateway"
+	"github.com/nuropb/nuropb/gateway/statuspage"
 	"github.com/nuropb/nuropb/host"
+	"github.com/nuropb/nuropb/metrics"
 )
 
 const runUsage = `Usage: nuropb-host run [flags]
@@ -124,7 +128,20 @@ func serve(s *config.Settings, logw io.Writer) error {
 	defer b.Close()
 	hc := s.Host
 	hc.Logger = logger
-	h, err := host.New(hc, b)
+	var h *host.Host
+	var m *metrics.Metrics
+	if s.Metrics && s.HTTPListen != "" {
+		// Built before the host, which takes it as its Observer; it reads
+		// the host's state only at scrape time, once h is set.
+		m = metrics.New(metrics.Config{
+			Services:        func() []host.ServiceInfo { return h.Services() },
+			Ready:           func() bool { return h.Ready() && brokerConnected(b) },
+			BrokerConnected: func() bool { return brokerConnected(b) },
+			Broker:          brokerStats(b),
+		})
+		hc.Observer = m
+	}
+	h, err = host.New(hc, b)
 	if err != nil {
 		return err
 	}
@@ -133,9 +150,9 @@ func serve(s *config.Settings, logw io.Writer) error {
 	}
 
 	var srv *http.Server
+	var gw *gateway.Gateway
 	if s.HTTPListen != "" {
-		gw, err := gateway.New(gateway.Config{Client: client.New(b), Registry: hostRegistry{h}, Logger: logger})
-		if err != nil {
+		if gw, err = newGateway(s, h, b, m, logger); err != nil {
 			return err
 		}
 		ln, err := net.Listen("tcp", s.HTTPListen)
@@ -163,7 +180,13 @@ func serve(s *config.Settings, logw io.Writer) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	if srv != nil {
+		// HTTP first (no new requests, in-flight ones answered), then the
+		// WebSocket connections the server hijacked and does not track, then
+		// the host, which answers whatever they were still waiting for.
 		_ = srv.Shutdown(shutdownCtx)
+		if err := gw.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("websocket connections closed before their calls ended", "err", err)
+		}
 	}
 	if err := h.Shutdown(shutdownCtx); err != nil {
 		logger.Error("shutdown did not finish cleanly", "err", err)
@@ -173,11 +196,58 @@ func serve(s *config.Settings, logw io.Writer) error {
 	return nil
 }
 
+// newGateway builds the HTTP side: the JSON API and WebSocket, metrics
+// and the status page, as the settings ask.
+func newGateway(s *config.Settings, h *host.Host, b broker.Broker, m *metrics.Metrics, logger *slog.Logger) (*gateway.Gateway, error) {
+	gw, err := gateway.New(gateway.Config{Client: client.New(b), Registry: hostRegistry{h, b}, Logger: logger, Broker: b,
+		WS: gateway.WSConfig{Origins: s.HTTPOrigins, MaxFrameBytes: s.WebSocket.MaxFrameBytes, MaxInFlight: s.WebSocket.MaxInFlight,
+			MaxSubscriptions: s.WebSocket.MaxSubscriptions, SendQueue: s.WebSocket.SendQueue}})
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
+		gw.Handle("GET "+s.MetricsPath, m.Handler())
+	}
+	if s.StatusPage {
+		gw.Handle("GET /status/", http.StripPrefix("/status", statuspage.Handler()))
+		gw.Handle("GET /{$}", http.RedirectHandler("/status/", http.StatusFound))
+	}
+	return gw, nil
+}
+
 // hostRegistry shows a Host's services and refusals on the gateway.
-type hostRegistry struct{ h *host.Host }
+type hostRegistry struct {
+	h *host.Host
+	b broker.Broker
+}
 
 func (r hostRegistry) ServiceList() any {
 	return map[string]any{"services": r.h.Services(), "refusals": r.h.Refusals()}
 }
 
-func (r hostRegistry) Ready() bool { return r.h.Ready() }
+// Ready is readiness for /readyz: every module file attempted and the
+// broker connected, since a host that cannot reach its broker serves nobody.
+func (r hostRegistry) Ready() bool { return r.h.Ready() && brokerConnected(r.b) }
+
+// brokerConnected asks a broker that can tell (broker/amqp) whether it is
+// connected; the embedded broker cannot be disconnected.
+func brokerConnected(b broker.Broker) bool {
+	if c, ok := b.(interface{ Connected() bool }); ok {
+		return c.Connected()
+	}
+	return true
+}
+
+// brokerStats returns the broker's totals for metrics, or nil when the
+// broker keeps none.
+func brokerStats(b broker.Broker) func() metrics.BrokerStats {
+	ab, ok := b.(*amqp.Broker)
+	if !ok {
+		return nil
+	}
+	return func() metrics.BrokerStats {
+		st := ab.Stats()
+		return metrics.BrokerStats{Reconnects: st.Reconnects, Confirmed: st.Confirmed, Nacked: st.Nacked,
+			ConfirmTimeouts: st.ConfirmTimeouts, Redeliveries: st.Redeliveries}
+	}
+}

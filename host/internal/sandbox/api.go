@@ -113,6 +113,9 @@ type Stats struct {
 	Busy      int    // instances in a call
 	Calls     uint64 // calls that ran on an instance, whatever their outcome
 	Traps     uint64 // instances discarded after a trap or interrupt
+	// MemoryPages is the linear memory of every live instance, in 64 KiB
+	// pages, as it was when each last finished a call.
+	MemoryPages uint64
 }
 
 // LoadError says why a module was refused at load.

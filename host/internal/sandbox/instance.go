@@ -38,6 +38,10 @@ type instance struct {
 	m   *Module
 	mod api.Module
 	mem api.Memory
+	// pages is mem's size when the instance was last idle. Memory grows
+	// only on the goroutine running a call, so reading mem from Stats
+	// would race; this copy is what other goroutines read.
+	pages atomic.Uint32
 
 	fnHandle, fnAlloc, fnDealloc api.Function
 
@@ -393,5 +397,13 @@ func (inst *instance) close() {
 	inst.timer.Stop()
 	if inst.mod != nil {
 		_ = inst.mod.Close(context.Background())
+	}
+}
+
+// notePages records the memory size for Stats; only the goroutine that owns
+// the instance calls it.
+func (inst *instance) notePages() {
+	if inst.mem != nil {
+		inst.pages.Store(inst.mem.Size() / 65536)
 	}
 }

@@ -128,8 +128,12 @@ func (m *Module) Name() string { return m.name }
 func (m *Module) Stats() Stats {
 	m.mu.Lock()
 	n := len(m.all)
+	var pages uint64
+	for inst := range m.all {
+		pages += uint64(inst.pages.Load())
+	}
 	m.mu.Unlock()
-	return Stats{Instances: n, Busy: int(m.busy.Load()), Calls: m.calls.Load(), Traps: m.traps.Load()}
+	return Stats{Instances: n, Busy: int(m.busy.Load()), Calls: m.calls.Load(), Traps: m.traps.Load(), MemoryPages: pages}
 }
 
 // Handle runs one envelope through nuropb_handle on an idle instance and
@@ -241,6 +245,9 @@ func (m *Module) acquire(ctx context.Context) (*instance, *abi.Error) {
 // release returns inst to the pool, or closes it when it must be discarded
 // or the module is closed, and ends the call.
 func (m *Module) release(inst *instance, discard bool) {
+	if !discard {
+		inst.notePages()
+	}
 	m.mu.Lock()
 	drop := discard || m.closed
 	if drop {
@@ -317,6 +324,7 @@ func (m *Module) abandon(ctx context.Context) {
 
 // register records a started instance.
 func (m *Module) register(inst *instance) {
+	inst.notePages()
 	m.mu.Lock()
 	m.all[inst] = struct{}{}
 	m.mu.Unlock()

@@ -24,6 +24,7 @@ type File struct {
 	HTTP         HTTP              `toml:"http"`
 	Log          Log               `toml:"log"`
 	AMQP         AMQP              `toml:"amqp"`
+	Metrics      Metrics           `toml:"metrics"`
 	Limits       Limits            `toml:"limits"`
 	Module       map[string]Limits `toml:"module"`
 	Tenants      map[string]Tenant `toml:"tenants"`
@@ -32,8 +33,24 @@ type File struct {
 
 // HTTP configures the HTTP gateway.
 type HTTP struct {
-	Listen  string   `toml:"listen"`  // "" disables the gateway
-	Origins []string `toml:"origins"` // allowed WebSocket origins
+	Listen     string    `toml:"listen"`      // "" disables the gateway
+	Origins    []string  `toml:"origins"`     // allowed WebSocket origins
+	StatusPage *bool     `toml:"status_page"` // serve the status page at / and /status/
+	WebSocket  WebSocket `toml:"websocket"`
+}
+
+// WebSocket bounds GET /v1/ws; unset fields take the gateway's defaults.
+type WebSocket struct {
+	MaxFrameBytes    *int `toml:"max_frame_bytes"`
+	MaxInFlight      *int `toml:"max_in_flight"`
+	MaxSubscriptions *int `toml:"max_subscriptions"`
+	SendQueue        *int `toml:"send_queue"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Enabled *bool  `toml:"enabled"` // serve Prometheus metrics on the gateway's listener
+	Path    string `toml:"path"`    // where; "/metrics" by default
 }
 
 // Log configures the host's logs.
@@ -177,8 +194,9 @@ func (f *File) Set(key, value string) error {
 // Defaults returns the settings used when host.toml says nothing.
 func Defaults() *File {
 	watch := true
-	return &File{Broker: "memory", ModulesDir: "modules", HTTP: HTTP{Listen: "127.0.0.1:8080"},
-		Log: Log{Level: "info", Format: "text"}, Watch: &watch}
+	on := true
+	return &File{Broker: "memory", ModulesDir: "modules", HTTP: HTTP{Listen: "127.0.0.1:8080", StatusPage: &on},
+		Log: Log{Level: "info", Format: "text"}, Watch: &watch, Metrics: Metrics{Enabled: &on, Path: "/metrics"}}
 }
 
 // DefaultCacheDir is where compiled modules are cached when cache_dir is

@@ -49,6 +49,9 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"prefetch = -5", "prefetch"},
 		{"[limits]\nmax_instances = -1", "MaxInstances"},
 		{"broker = ", "line 1"},
+		{"[http.websocket]\nmax_in_flight = 0", "http.websocket.max_in_flight"},
+		{"[http.websocket]\nsend_qeue = 3", "unknown key http.websocket.send_qeue"},
+		{"[metrics]\npath = \"metrics\"", "metrics.path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

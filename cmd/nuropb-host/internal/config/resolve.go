@@ -15,11 +15,20 @@ type Settings struct {
 	Broker       string // "memory" or an amqp:// URL
 	HTTPListen   string
 	HTTPOrigins  []string
+	StatusPage   bool
+	WebSocket    WebSocketLimits
+	Metrics      bool
+	MetricsPath  string
 	LogLevel     slog.Level
 	LogFormat    string
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 	Host         host.Config // Logger is left for the caller to set
+}
+
+// WebSocketLimits are the [http.websocket] bounds; 0 means the gateway's default.
+type WebSocketLimits struct {
+	MaxFrameBytes, MaxInFlight, MaxSubscriptions, SendQueue int
 }
 
 // Resolve fills unset keys from Defaults and validates everything, naming the
@@ -50,6 +59,31 @@ func (f *File) Resolve() (*Settings, error) {
 	}
 	if s.LogFormat != "text" && s.LogFormat != "json" {
 		return nil, fail("log.format", "%q is not text or json", s.LogFormat)
+	}
+	s.StatusPage = *pick(f.HTTP.StatusPage, d.HTTP.StatusPage)
+	s.Metrics = *pick(f.Metrics.Enabled, d.Metrics.Enabled)
+	s.MetricsPath = or(f.Metrics.Path, d.Metrics.Path)
+	if !strings.HasPrefix(s.MetricsPath, "/") || strings.ContainsAny(s.MetricsPath, " {}") {
+		return nil, fail("metrics.path", "%q is not an absolute URL path such as \"/metrics\"", s.MetricsPath)
+	}
+	ws := f.HTTP.WebSocket
+	for _, l := range []struct {
+		key string
+		v   *int
+		dst *int
+	}{
+		{"http.websocket.max_frame_bytes", ws.MaxFrameBytes, &s.WebSocket.MaxFrameBytes},
+		{"http.websocket.max_in_flight", ws.MaxInFlight, &s.WebSocket.MaxInFlight},
+		{"http.websocket.max_subscriptions", ws.MaxSubscriptions, &s.WebSocket.MaxSubscriptions},
+		{"http.websocket.send_queue", ws.SendQueue, &s.WebSocket.SendQueue},
+	} {
+		if l.v == nil {
+			continue
+		}
+		if *l.v < 1 {
+			return nil, fail(l.key, "%d must be at least 1", *l.v)
+		}
+		*l.dst = *l.v
 	}
 	s.ReconnectMin, s.ReconnectMax = f.AMQP.ReconnectMin.Duration, f.AMQP.ReconnectMax.Duration
 	if s.ReconnectMin > 0 && s.ReconnectMax > 0 && s.ReconnectMin > s.ReconnectMax {
