@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,6 +86,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	only := fs.String("only", "", "comma-separated rows to run: "+strings.Join(ids, ",")+" (compile runs only when named)")
 	langs := fs.String("langs", "go,rust,python", "guest languages for the per-language rows")
+	levels := fs.String("levels", "1,8,64", "requests in flight for the RPC rows")
 	fs.StringVar(&o.out, "o", "", "also write the report to this Markdown file (an existing \"## Analysis\" section is kept)")
 	fs.BoolVar(&o.quick, "quick", false, "smoke test: one short run of each row, small counts")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions of each row (median and min-max reported)")
@@ -115,6 +117,13 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.langs = append(o.langs, l)
 	}
+	for _, f := range strings.Split(*levels, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-levels: %q is not a positive count", f)
+		}
+		o.levels = append(o.levels, n)
+	}
 	if o.runs < 1 {
 		return nil, fmt.Errorf("-runs: %d, want at least 1", o.runs)
 	}
@@ -128,12 +137,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.cacheDir = filepath.Join(dir, "nuropb")
 	}
-	o.levels = []int{1, 8, 64}
 	o.messages = 20_000
-	o.reloads = map[string]int{"go": 3, "rust": 6, "python": 2}
+	o.reloads = map[string]int{"go": 2, "rust": 5, "python": 2}
 	o.coldModules = 100
 	o.idleModules = 1000
-	o.perInstance = map[string]int{"go": 16, "rust": 16, "python": 6}
+	o.perInstance = map[string]int{"go": 16, "rust": 16, "python": 4}
 	if o.quick {
 		o.runs = 1
 		o.dur = 200 * time.Millisecond

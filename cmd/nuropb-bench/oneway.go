@@ -48,7 +48,9 @@ func oneway(ctx context.Context, b *bench) error {
 		return err
 	}
 	defer dropVhost()
-	ch, err := startChild(ctx, b, childConfig{Broker: url, Limits: benchLimits()}, map[string][]byte{"conformance.wasm": wasm})
+	// Prefetch 64 as in the RabbitMQ RPC rows: with the default (2 x
+	// MaxInstances) the host would wait on acks, not on work.
+	ch, err := startChild(ctx, b, childConfig{Broker: url, Prefetch: 64, Limits: benchLimits()}, map[string][]byte{"conformance.wasm": wasm})
 	if err != nil {
 		return err
 	}

@@ -161,7 +161,7 @@ type machine struct {
 
 func describeMachine(ctx context.Context, root string) *machine {
 	m := &machine{cpus: runtime.NumCPU(), gomaxprocs: runtime.GOMAXPROCS(0), goVersion: runtime.Version(),
-		started: time.Now(), loadStart: loadAvg(), wazero: "unknown"}
+		started: time.Now(), loadStart: loadAvg()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -181,13 +181,7 @@ func describeMachine(ctx context.Context, root string) *machine {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = strings.TrimSpace(string(b))
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "github.com/tetratelabs/wazero" {
-				m.wazero = d.Version
-			}
-		}
-	}
+	m.wazero = wazeroVersion()
 	git := func(args ...string) string {
 		cmd := exec.CommandContext(ctx, "git", args...)
 		cmd.Dir = root
@@ -200,6 +194,24 @@ func describeMachine(ctx context.Context, root string) *machine {
 		m.rabbitmqVersion = strings.TrimSpace(string(out))
 	}
 	return m
+}
+
+// wazeroVersion is the wazero module version this program was built with,
+// as the sandbox names its cache folder; "dev" when unknown.
+func wazeroVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/tetratelabs/wazero" {
+				if d.Replace != nil {
+					d = d.Replace
+				}
+				if d.Version != "" && d.Version != "(devel)" {
+					return d.Version
+				}
+			}
+		}
+	}
+	return "dev"
 }
 
 func (m *machine) finish(started time.Time) {
