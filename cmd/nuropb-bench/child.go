@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,7 @@ type childConfig struct {
 	Prefetch   int
 	Limits     host.Limits // the host's Defaults
 	Probe      string      // "tenant/service" whose echo is called once after Start; "" for none
+	CPUProfile string      // write the host process's CPU profile here; "" for none
 }
 
 type childReport struct {
@@ -65,6 +67,17 @@ func childRun(out *json.Encoder) error {
 	var cfg childConfig
 	if err := json.Unmarshal([]byte(os.Getenv(childEnv)), &cfg); err != nil {
 		return fmt.Errorf("child config: %w", err)
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -181,6 +194,11 @@ func startChild(ctx context.Context, b *bench, cfg childConfig, files map[string
 	}
 	if cfg.CacheDir == "" {
 		cfg.CacheDir = filepath.Join(b.opts.cacheDir, "wazero-cache")
+	}
+	if b.opts.cpuprofile != "" {
+		b.children++
+		cfg.CPUProfile = fmt.Sprintf("%s.host-%d", b.opts.cpuprofile, b.children)
+		b.progress("host process %d: CPU profile in %s", b.children, cfg.CPUProfile)
 	}
 	conf, err := json.Marshal(cfg)
 	if err != nil {

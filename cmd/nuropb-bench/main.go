@@ -91,7 +91,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "smoke test: one short run of each row, small counts")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions of each row (median and min-max reported)")
 	fs.DurationVar(&o.dur, "dur", 2*time.Second, "measuring time of one timed row run")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (not of host subprocesses) to this file")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to this file, and of each host process to <file>.host-<n>")
 	fs.StringVar(&o.amqpURL, "amqp", "", "RabbitMQ base URL, its vhost replaced by a fresh one (default $"+amqptest.BaseURLEnv+" or "+amqptest.BaseURL+")")
 	fs.StringVar(&o.cacheDir, "cache", "", "where built guests and wazero's compilation cache live (default <user cache dir>/nuropb)")
 	if err := fs.Parse(args); err != nil {
@@ -170,12 +170,13 @@ func (o *options) hasLang(l string) bool { return slices.Contains(o.langs, l) }
 // bench is one run of the program: its options, the guests it built and
 // the rows measured so far.
 type bench struct {
-	opts   *options
-	root   string // the repository
-	log    *slog.Logger
-	stderr io.Writer
-	guests map[string][]byte // conformance guest by language, built on first use
-	rows   []*row
+	opts     *options
+	root     string // the repository
+	log      *slog.Logger
+	stderr   io.Writer
+	guests   map[string][]byte // conformance guest by language, built on first use
+	rows     []*row
+	children int // host processes started, to name their CPU profiles
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
