@@ -354,7 +354,19 @@ func TestWSShutdown(t *testing.T) {
 	send(t, c, map[string]any{"type": "subscribe", "id": "sub", "topics": []string{"#"}})
 	read(t, c)
 	send(t, c, map[string]any{"type": "request", "id": "inflight", "service": "svc", "method": "slow"})
-	time.Sleep(50 * time.Millisecond) // the request is with the service
+	// Shut down only once the request is with the service: a frame the
+	// gateway has not read yet is not in flight, and is not waited for.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		e.r.mu.Lock()
+		n := len(e.r.seen)
+		e.r.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the service")
+		}
+	}
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

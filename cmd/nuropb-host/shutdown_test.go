@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,7 +103,26 @@ format = "json"
 			results <- fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
 		}()
 	}
-	time.Sleep(400 * time.Millisecond) // all three are in the guest now
+	// SIGTERM once the calls run in the guest: a request still on its way
+	// when the listener closes was never in flight. At most one call per
+	// core of the tenant runs at once (TenantMaxRunning); the others wait
+	// in the host for a slot, in flight all the same.
+	running := min(calls+1, runtime.NumCPU())
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var list struct {
+			Services []struct{ Busy int } `json:"services"`
+		}
+		if resp, err := http.Get(base + "/v1/services"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&list)
+			resp.Body.Close()
+		}
+		if len(list.Services) == 1 && list.Services[0].Busy >= running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls never all in flight: %+v", list)
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
