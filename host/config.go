@@ -62,6 +62,13 @@ type Limits struct {
 	LogLinesPerSec  int           // guest log lines per second (burst: one second's worth)
 	LogBytesPerSec  int           // guest log bytes per second
 	MaxCallDepth    int           // nested call/send chain length before resource_exhausted
+	// TenantMaxRunning is tenant-wide, not per module: how many calls of all
+	// the tenant's modules may run guest code at once. Set it in Defaults or
+	// a tenant's Limits; a module override of it is invalid. Calls beyond it
+	// wait for a slot (bounded by their deadline); a guest blocked in a
+	// nested call gives its slot up meanwhile. It keeps a tenant whose
+	// guests spin from holding every core until their deadlines.
+	TenantMaxRunning int
 }
 
 // Tenant is one tenant's limits and grants. By default a tenant reaches only
@@ -76,11 +83,19 @@ type Tenant struct {
 	// Subscribe grants hearing "tenant/pattern" topics of another tenant: a
 	// service subscription covered by the pattern is bound on that tenant too.
 	Subscribe []string
+	// RequireAuth makes every method of every service of the tenant behave
+	// as if its manifest said requires_auth: a request or command without
+	// claims or a token in its context is refused with forbidden before any
+	// guest runs. It is the tenant's policy, so a module cannot opt out of
+	// it. Describe still answers without claims: it tells what Services
+	// already lists, and callers need it to find out how to authenticate.
+	RequireAuth bool
 }
 
 // DefaultLimits returns the limits a module gets when nothing is configured:
 // 16 MiB of memory, 30 s per call, 1 to 2×GOMAXPROCS instances, 1 MiB
-// messages, 100 log lines and 64 KiB of log per second, call depth 8.
+// messages, 100 log lines and 64 KiB of log per second, call depth 8, and
+// GOMAXPROCS calls of one tenant running guest code at once.
 func DefaultLimits() Limits {
 	return Limits{
 		MemoryPages:     256,
@@ -91,6 +106,10 @@ func DefaultLimits() Limits {
 		LogLinesPerSec:  100,
 		LogBytesPerSec:  64 << 10,
 		MaxCallDepth:    8,
+		// One tenant alone can still use every core; several spinning
+		// tenants each get at most that many goroutines in the scheduler's
+		// round-robin. See RATIONALE.md, "One tenant's spin, another's calls".
+		TenantMaxRunning: runtime.GOMAXPROCS(0),
 	}
 }
 
@@ -155,6 +174,9 @@ func (c Config) Validate() error {
 		if err := c.Modules[key].validate(field); err != nil {
 			return err
 		}
+		if c.Modules[key].TenantMaxRunning != 0 {
+			return fmt.Errorf("%s.TenantMaxRunning: is tenant-wide; set it in Tenants[%q].Limits or Defaults", field, tenant)
+		}
 		if err := c.moduleLimits(tenant, service).validateResolved(field); err != nil {
 			return err
 		}
@@ -181,6 +203,8 @@ func (l Limits) validate(field string) error {
 		return fmt.Errorf("%s.LogBytesPerSec: %d is negative", field, l.LogBytesPerSec)
 	case l.MaxCallDepth < 0:
 		return fmt.Errorf("%s.MaxCallDepth: %d is negative", field, l.MaxCallDepth)
+	case l.TenantMaxRunning < 0:
+		return fmt.Errorf("%s.TenantMaxRunning: %d is negative", field, l.TenantMaxRunning)
 	}
 	return nil
 }
@@ -222,6 +246,9 @@ func (l Limits) inherit(parent Limits) Limits {
 	if l.MaxCallDepth == 0 {
 		l.MaxCallDepth = parent.MaxCallDepth
 	}
+	if l.TenantMaxRunning == 0 {
+		l.TenantMaxRunning = parent.TenantMaxRunning
+	}
 	return l
 }
 
@@ -245,6 +272,8 @@ func (l Limits) sandboxLimits() sandbox.Limits {
 		MaxMessageBytes: l.MaxMessageBytes,
 		LogLinesPerSec:  l.LogLinesPerSec,
 		LogBytesPerSec:  l.LogBytesPerSec,
+
+		TenantMaxRunning: l.TenantMaxRunning,
 	}
 }
 

@@ -128,6 +128,14 @@ func (h *Host) request(ctx context.Context, v *version, env *abi.Envelope) *abi.
 // exists and the caller may see it, authentication is present when the
 // manifest demands it, and the params match the declared ones.
 func (h *Host) admit(v *version, env *abi.Envelope) error {
+	// The tenant's policy is the operator's, not the module's: it holds
+	// whatever the manifest says, and for callers inside the tenant too,
+	// since a message's tenant field is only as trustworthy as the broker.
+	// It comes first: without claims nothing else about the request matters.
+	if h.cfg.Tenants[v.tenant].RequireAuth && !hasClaims(env.Context) {
+		return abi.Errorf(abi.CodeForbidden, "%s/%s: tenant %q requires authentication: no claims or token in the context",
+			v.tenant, v.man.Service, v.tenant)
+	}
 	m, ok := v.man.Methods[env.Method]
 	if !ok || (m.Hidden && env.Tenant != v.tenant) {
 		// A hidden method is indistinguishable from a missing one outside

@@ -137,7 +137,7 @@ func cGuest(t testing.TB, defines ...string) []byte {
 
 // startReal runs a Host with the real sandbox over files (relative path ->
 // module bytes).
-func startReal(t *testing.T, cfg Config, files map[string][]byte) *testEnv {
+func startReal(t testing.TB, cfg Config, files map[string][]byte) *testEnv {
 	t.Helper()
 	cfg.CacheDir = filepath.Join(cacheRoot(t), "wazero-cache")
 	m := map[string]string{}

@@ -167,7 +167,7 @@ type testEnv struct {
 
 // start runs a Host over a fresh embedded broker with files (relative path
 // -> content) in a temp modules folder, using load to load them.
-func start(t *testing.T, cfg Config, load loader, files map[string]string) *testEnv {
+func start(t testing.TB, cfg Config, load loader, files map[string]string) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {

@@ -21,6 +21,13 @@ type Limits struct {
 	MaxMessageBytes int           // envelope in, reply out, and every call/send frame
 	LogLinesPerSec  int           // log import and stdout/stderr lines per second (burst = 1 s worth)
 	LogBytesPerSec  int
+	// TenantMaxRunning caps the calls running guest code at once across
+	// every module of Source.Tenant this Engine loads (gate.go): a call
+	// beyond it waits for a slot, bounded by its deadline, and a call
+	// blocked in nuropb.call or nuropb.send gives its slot up meanwhile.
+	// Unlike the fields above, 0 is valid and means no cap; the host
+	// always sets one.
+	TenantMaxRunning int
 }
 
 // Imports is what a guest's host calls reach. The host package implements it

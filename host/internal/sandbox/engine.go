@@ -28,6 +28,7 @@ type Engine struct {
 	cfg   Config
 	log   *slog.Logger
 	cache wazero.CompilationCache
+	gates gates // one per tenant, shared by its modules
 
 	mu       sync.Mutex
 	closed   bool
@@ -250,6 +251,7 @@ func (e *Engine) Load(ctx context.Context, src Source, imp Imports) (*Module, er
 		hash:   hex.EncodeToString(sum[:]),
 		limits: src.Limits,
 		imp:    imp,
+		gate:   e.gates.get(src.Tenant, src.Limits.TenantMaxRunning),
 	}
 	if payload != nil {
 		// A copy: the archive is read in place for the module's life, and

@@ -2,83 +2,34 @@ package sandbox
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nuropb/nuropb/abi"
+	"github.com/nuropb/nuropb/internal/testguests"
 )
 
 // Test guests are built once per source hash and flag set, into the user's
-// cache directory, so repeated test runs (and -race) do not rebuild them.
+// cache directory (internal/testguests), so repeated test runs (and -race)
+// do not rebuild them.
 
-var (
-	guestMu    sync.Mutex
-	guestBuilt = map[string][]byte{}
-)
-
-func cacheRoot(t testing.TB) string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		dir = os.TempDir()
-	}
-	return filepath.Join(dir, "nuropb")
-}
+func cacheRoot(t testing.TB) string { return testguests.CacheRoot(t) }
 
 // buildGuest runs build (which writes the module to its argument) unless a
 // module for key is cached.
 func buildGuest(t testing.TB, key string, build func(out string) *exec.Cmd) []byte {
 	t.Helper()
-	guestMu.Lock()
-	defer guestMu.Unlock()
-	if b, ok := guestBuilt[key]; ok {
-		return b
-	}
-	dir := filepath.Join(cacheRoot(t), "test-guests")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, key+".wasm")
-	if b, err := os.ReadFile(path); err == nil {
-		guestBuilt[key] = b
-		return b
-	}
-	tmp := path + ".tmp"
-	cmd := build(tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building test guest: %v\n%s\n%s", err, strings.Join(cmd.Args, " "), out)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	guestBuilt[key] = b
-	return b
+	return testguests.Build(t, key, build)
 }
 
+// sourceKey names a build by a hash of the files' contents and extra.
 func sourceKey(t testing.TB, name string, files []string, extra ...string) string {
-	h := sha256.New()
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Write(b)
-	}
-	for _, e := range extra {
-		h.Write([]byte{0})
-		h.Write([]byte(e))
-	}
-	return name + "-" + hex.EncodeToString(h.Sum(nil))[:16]
+	t.Helper()
+	return testguests.Key(t, name, files, extra...)
 }
 
 // cGuest builds testdata/cguest/guest.c with the given -D flags.
@@ -254,52 +205,8 @@ func echoOK(t testing.TB, m *Module) {
 	}
 }
 
-// rustGuest builds the Rust conformance guest with the project's script
-// (scripts/build-rust-modules.sh), skipping when Rust is not installed.
-func rustGuest(t testing.TB) []byte {
-	t.Helper()
-	root := filepath.Join("..", "..", "..")
-	script := filepath.Join(root, "scripts", "build-rust-modules.sh")
-	if _, err := os.Stat(script); err != nil {
-		t.Skip("no scripts/build-rust-modules.sh")
-	}
-	if _, err := os.Stat("/usr/bin/rustc"); err != nil {
-		t.Skip("Debian's rustc is not installed")
-	}
-	var files []string
-	for _, glob := range []string{"scripts/build-rust-modules.sh", "guest-sdk/rust/src/*.rs", "testdata/guests/rust/conformance/src/*.rs"} {
-		m, _ := filepath.Glob(filepath.Join(root, glob))
-		files = append(files, m...)
-	}
-	key := sourceKey(t, "rust-conformance", files)
-	return buildGuest(t, key, func(out string) *exec.Cmd {
-		dir := out + ".d"
-		return exec.Command("sh", "-c", `"$0" --testdata "$1" >/dev/null && mv "$1/conformance.wasm" "$2" && rm -rf "$1"`, script, dir, out)
-	})
-}
+// rustGuest is the Rust conformance guest (scripts/build-rust-modules.sh).
+func rustGuest(t testing.TB) []byte { return testguests.RustConformance(t) }
 
-// hostileCGuest builds the project's hostile C guest name
-// (testdata/guests/c, scripts/build-c-guests.sh).
-func hostileCGuest(t testing.TB, name string) []byte {
-	t.Helper()
-	root := filepath.Join("..", "..", "..")
-	script := filepath.Join(root, "scripts", "build-c-guests.sh")
-	if _, err := os.Stat(script); err != nil {
-		t.Skip("no scripts/build-c-guests.sh")
-	}
-	if _, err := exec.LookPath("clang"); err != nil {
-		t.Skip("clang not installed")
-	}
-	files, _ := filepath.Glob(filepath.Join(root, "testdata", "guests", "c", "*"))
-	files = append(files, script)
-	key := sourceKey(t, "hostile-c", files)
-	dir := filepath.Join(cacheRoot(t), "test-guests", key)
-	buildGuest(t, key, func(out string) *exec.Cmd {
-		return exec.Command("sh", "-c", `rm -rf "$1" && "$0" "$1" >/dev/null && touch "$2"`, script, dir, out)
-	})
-	b, err := os.ReadFile(filepath.Join(dir, name+".wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+// hostileCGuest is the project's hostile C guest name (testdata/guests/c).
+func hostileCGuest(t testing.TB, name string) []byte { return testguests.HostileC(t, name) }

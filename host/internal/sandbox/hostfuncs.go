@@ -108,8 +108,13 @@ func hostCall(ctx context.Context, _ api.Module, stack []uint64) {
 	} else {
 		req = append([]byte(nil), req...) // the view goes stale when the guest runs again
 		ictx, cancel := inst.importCtx()
+		inst.yield()
 		resp = m.imp.Call(ictx, req)
+		resumed := inst.resume(ictx)
 		cancel()
+		if !resumed {
+			inst.trapNoSlot(abi.ImportCall)
+		}
 		if len(resp) > m.limits.MaxMessageBytes {
 			resp = m.errorEnvelope(abi.CodeResourceExhausted, "response of %d bytes is over the limit of %d", len(resp), m.limits.MaxMessageBytes)
 		}
@@ -136,8 +141,13 @@ func hostSend(ctx context.Context, _ api.Module, stack []uint64) {
 	}
 	env = append([]byte(nil), env...)
 	ictx, cancel := inst.importCtx()
+	inst.yield()
 	err := m.imp.Send(ictx, env)
+	resumed := inst.resume(ictx)
 	cancel()
+	if !resumed {
+		inst.trapNoSlot(abi.ImportSend)
+	}
 	stack[0] = uint64(uint32(abi.SendStatus(err)))
 }
 
@@ -149,4 +159,34 @@ func (m *Module) errorEnvelope(code abi.ErrorCode, format string, args ...any) [
 		trap("encode error envelope: %v", err)
 	}
 	return b
+}
+
+// yield gives the tenant's slot up while the guest waits on another
+// service: waiting uses no CPU, and the callee may be of the same tenant.
+func (inst *instance) yield() {
+	if inst.gated {
+		inst.m.gate.leave()
+		inst.gated = false
+	}
+}
+
+// resume takes a slot again before the guest runs on. When the call's
+// deadline passes (or the module closes) first, it interrupts the instance
+// and reports false: the caller then traps, the call ends in timeout (or
+// unavailable) and the guest never runs again.
+func (inst *instance) resume(ctx context.Context) bool {
+	if inst.m.gate.enter(ctx, inst.m.closing) {
+		inst.gated = true
+		return true
+	}
+	if ctx.Err() != nil {
+		inst.interrupt(parentReason(ctx))
+	} else {
+		inst.interrupt(reasonClosed)
+	}
+	return false
+}
+
+func (inst *instance) trapNoSlot(fn string) {
+	trap("nuropb.%s: no running slot of tenant %q came free before the deadline", fn, inst.m.tenant)
 }

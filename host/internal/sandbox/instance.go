@@ -47,6 +47,7 @@ type instance struct {
 
 	stack  [2]uint64 // params and results of top-level calls
 	nested [2]uint64 // for nuropb_alloc called from inside a host function
+	gated  bool      // the call holds a slot of the tenant's gate (gate.go)
 
 	inPtr, inCap uint32 // the kept input buffer in guest memory
 
@@ -166,7 +167,9 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 	inst.fnDealloc = mod.ExportedFunction(abi.ExportDealloc)
 	if inst.reason.Load() != reasonNone {
 		inst.close()
-		return nil, fmt.Errorf("interrupted at the end of _initialize")
+		// Interrupted as _initialize returned: a timeout (or a
+		// cancellation), not a fault of the guest.
+		return nil, inst.describeErr(nil, "_initialize")
 	}
 	m.register(inst)
 	return inst, nil
@@ -185,22 +188,30 @@ func (inst *instance) guard(ctx context.Context, f func() error) error {
 	inst.timer.Reset(inst.deadline.Sub(now))
 	var stopWatch func() bool
 	if ctx.Done() != nil {
-		stopWatch = context.AfterFunc(ctx, inst.onParentDone)
+		// ctx, not inst.parent: the func may run after the next call has
+		// replaced inst.parent.
+		stopWatch = context.AfterFunc(ctx, func() { inst.interrupt(parentReason(ctx)) })
 	}
 	err := f()
-	inst.timer.Stop()
-	if stopWatch != nil {
-		stopWatch()
+	// A deadline or cancellation that fired as f returned may still be on
+	// its way to interrupt() on another goroutine. Interrupt here and now
+	// instead, so the instance is marked (and discarded) by this call, and
+	// a late interrupt can never stop the next call on a reused instance.
+	if !inst.timer.Stop() {
+		inst.interrupt(reasonDeadline)
+	}
+	if stopWatch != nil && !stopWatch() {
+		inst.interrupt(parentReason(ctx))
 	}
 	return err
 }
 
-func (inst *instance) onParentDone() {
-	if errors.Is(inst.parent.Err(), context.DeadlineExceeded) {
-		inst.interrupt(reasonDeadline)
-	} else {
-		inst.interrupt(reasonCanceled)
+// parentReason is why a done caller's context interrupts a call.
+func parentReason(ctx context.Context) int32 {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return reasonDeadline
 	}
+	return reasonCanceled
 }
 
 // callScalar calls a no-argument export returning one value.
@@ -374,7 +385,7 @@ func (inst *instance) callError(err error, fn string) *abi.Error {
 func (inst *instance) describeErr(err error, fn string) error {
 	switch inst.reason.Load() {
 	case reasonDeadline:
-		return fmt.Errorf("%s interrupted at its deadline", fn)
+		return deadlineError(fn)
 	case reasonCanceled, reasonClosed:
 		return fmt.Errorf("%s interrupted: %w", fn, context.Canceled)
 	}
@@ -407,3 +418,12 @@ func (inst *instance) notePages() {
 		inst.pages.Store(inst.mem.Size() / 65536)
 	}
 }
+
+// deadlineError is a call into fn interrupted at its deadline. It matches
+// context.DeadlineExceeded, so that an instance start cut off by the call's
+// deadline is reported as the timeout it is, not as a guest fault.
+type deadlineError string
+
+func (e deadlineError) Error() string { return string(e) + " interrupted at its deadline" }
+
+func (e deadlineError) Is(target error) bool { return target == context.DeadlineExceeded }

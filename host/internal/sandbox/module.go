@@ -43,6 +43,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("MaxMessageBytes is %d, want >= 64", l.MaxMessageBytes)
 	case l.LogLinesPerSec < 1 || l.LogBytesPerSec < 1:
 		return fmt.Errorf("LogLinesPerSec and LogBytesPerSec are %d and %d, want >= 1", l.LogLinesPerSec, l.LogBytesPerSec)
+	case l.TenantMaxRunning < 0:
+		return fmt.Errorf("TenantMaxRunning is %d, want 0 (no cap) or more", l.TenantMaxRunning)
 	}
 	return nil
 }
@@ -64,6 +66,7 @@ type Module struct {
 	fsys       fs.FS // the nuropb.fs archive, nil without one
 	manifest   *abi.Manifest
 	logs       *logLimiter
+	gate       *gate // the tenant's, shared with its other modules; nil: no cap
 
 	// The pool: idle holds ready instances; free holds one token per
 	// instance that may still be created. Together they never exceed
@@ -158,14 +161,28 @@ func (m *Module) Handle(ctx context.Context, envelope []byte) ([]byte, error) {
 	if !m.begin() {
 		return nil, m.errorf(abi.CodeUnavailable, "module is closed")
 	}
-	inst, aerr := m.acquire(ctx)
+	inst, gated, aerr := m.acquire(ctx)
 	if aerr != nil {
 		m.end()
 		return nil, aerr
 	}
+	// The tenant's slot is taken after the instance, never before: a call
+	// holding a slot while it waits for an instance could wait on calls that
+	// sit in nuropb.call (slot given up) for a callee that needs that slot.
+	if !gated {
+		if aerr := m.enterGate(ctx, "to run"); aerr != nil {
+			m.release(inst, false)
+			return nil, aerr
+		}
+	}
+	inst.gated = true
 	m.busy.Add(1)
 	reply, aerr, discard := inst.handle(ctx, envelope)
 	m.busy.Add(-1)
+	if inst.gated {
+		m.gate.leave()
+		inst.gated = false
+	}
 	m.calls.Add(1)
 	m.release(inst, discard)
 	if aerr != nil {
@@ -215,31 +232,50 @@ func (m *Module) signalDrainedLocked() {
 }
 
 // acquire takes an idle instance, or starts one if the pool may grow, or
-// waits for either until ctx ends.
-func (m *Module) acquire(ctx context.Context) (*instance, *abi.Error) {
+// waits for either until ctx ends. Starting one runs guest code
+// (_initialize), so it takes the tenant's slot first and keeps it for the
+// call: gated reports that.
+func (m *Module) acquire(ctx context.Context) (inst *instance, gated bool, aerr *abi.Error) {
 	select {
 	case inst := <-m.idle:
-		return inst, nil
+		return inst, false, nil
 	default:
 	}
 	select {
 	case inst := <-m.idle:
-		return inst, nil
+		return inst, false, nil
 	case <-m.free:
+		if aerr := m.enterGate(ctx, "to start an instance"); aerr != nil {
+			m.free <- struct{}{}
+			return nil, false, aerr
+		}
 		inst, err := m.newInstance(ctx)
 		if err != nil {
+			m.gate.leave()
 			m.free <- struct{}{}
-			if ctx.Err() != nil {
-				return nil, m.ctxError(ctx.Err(), "while starting an instance")
+			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+				return nil, false, m.errorf(abi.CodeTimeout, "deadline passed while starting an instance: %v", err)
 			}
-			return nil, m.errorf(abi.CodeTrapped, "starting an instance: %v", err)
+			return nil, false, m.errorf(abi.CodeTrapped, "starting an instance: %v", err)
 		}
-		return inst, nil
+		return inst, true, nil
 	case <-ctx.Done():
-		return nil, m.ctxError(ctx.Err(), fmt.Sprintf("while waiting for a free instance (all %d busy)", m.limits.MaxInstances))
+		return nil, false, m.ctxError(ctx.Err(), fmt.Sprintf("while waiting for a free instance (all %d busy)", m.limits.MaxInstances))
 	case <-m.closing:
-		return nil, m.errorf(abi.CodeUnavailable, "module is closed")
+		return nil, false, m.errorf(abi.CodeUnavailable, "module is closed")
 	}
+}
+
+// enterGate takes a slot of the tenant's gate for a call, or says why not.
+func (m *Module) enterGate(ctx context.Context, what string) *abi.Error {
+	if m.gate.enter(ctx, m.closing) {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return m.ctxError(err, fmt.Sprintf("while waiting for one of tenant %q's %d running slots %s (TenantMaxRunning)",
+			m.tenant, m.limits.TenantMaxRunning, what))
+	}
+	return m.errorf(abi.CodeUnavailable, "module is closed")
 }
 
 // release returns inst to the pool, or closes it when it must be discarded
