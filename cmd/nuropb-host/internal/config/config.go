@@ -75,6 +75,9 @@ type Limits struct {
 	LogLinesPerSec  *int     `toml:"log_lines_per_sec"`
 	LogBytesPerSec  *int     `toml:"log_bytes_per_sec"`
 	MaxCallDepth    *int     `toml:"max_call_depth"`
+	// TenantMaxRunning caps the calls of one tenant running guest code at
+	// once, so a tenant spinning on every core cannot starve the others.
+	TenantMaxRunning *int `toml:"tenant_max_running"`
 }
 
 // Tenant is one [tenants.<name>] table.
@@ -83,6 +86,9 @@ type Tenant struct {
 	Call      []string `toml:"call"`      // "tenant/service" or "tenant/*" of other tenants
 	Publish   []string `toml:"publish"`   // "tenant/topic-pattern"
 	Subscribe []string `toml:"subscribe"` // "tenant/topic-pattern"
+	// RequireAuth refuses every request and command to the tenant that
+	// carries no claims or token (forbidden), whatever the manifests say.
+	RequireAuth bool `toml:"require_auth"`
 }
 
 // Duration is a time.Duration written as text ("30s", "1m30s").

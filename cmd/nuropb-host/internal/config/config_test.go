@@ -101,3 +101,21 @@ func TestDefaultsWithoutFile(t *testing.T) {
 		t.Fatalf("defaults: %+v", s)
 	}
 }
+
+func TestTenantPolicyKeys(t *testing.T) {
+	f, err := Read(write(t, "[limits]\ntenant_max_running = 3\n[tenants.shop]\nrequire_auth = true\n[tenants.shop.limits]\ntenant_max_running = 1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Host.Defaults.TenantMaxRunning != 3 || !s.Host.Tenants["shop"].RequireAuth || s.Host.Tenants["shop"].Limits.TenantMaxRunning != 1 {
+		t.Fatalf("tenant policy keys not applied: %+v", s.Host)
+	}
+	f, _ = Read(write(t, "[module.\"shop/x\"]\ntenant_max_running = 1"))
+	if _, err := f.Resolve(); err == nil {
+		t.Fatal("tenant_max_running per module must be refused")
+	}
+}

@@ -111,7 +111,7 @@ func (f *File) Resolve() (*Settings, error) {
 		if !abi.ValidName(name) {
 			return nil, fail("tenants."+name, "tenant name is not valid (lower case letters, digits, _ and -, starting with a letter)")
 		}
-		hc.Tenants[name] = host.Tenant{Limits: t.Limits.over(host.Limits{}), Call: t.Call, Publish: t.Publish, Subscribe: t.Subscribe}
+		hc.Tenants[name] = host.Tenant{Limits: t.Limits.over(host.Limits{}), Call: t.Call, Publish: t.Publish, Subscribe: t.Subscribe, RequireAuth: t.RequireAuth}
 	}
 	for key, l := range f.Module {
 		tenant, service, ok := strings.Cut(key, "/")
@@ -141,6 +141,7 @@ func (l Limits) over(base host.Limits) host.Limits {
 	setInt(&base.LogLinesPerSec, l.LogLinesPerSec)
 	setInt(&base.LogBytesPerSec, l.LogBytesPerSec)
 	setInt(&base.MaxCallDepth, l.MaxCallDepth)
+	setInt(&base.TenantMaxRunning, l.TenantMaxRunning)
 	return base
 }
 
