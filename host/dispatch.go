@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/nuropb/nuropb/abi"
 	"github.com/nuropb/nuropb/broker"
 	"github.com/nuropb/nuropb/client"
+	"github.com/nuropb/nuropb/host/internal/nuropbwire"
 )
 
 // replyTimeout bounds publishing one response, which must happen even when
@@ -35,7 +37,13 @@ func (s *service) handler(h *Host) broker.Handler {
 func (h *Host) dispatch(ctx context.Context, s *service, v *version, d broker.Delivery) {
 	msg := d.Message()
 	start := time.Now()
-	env, err := v.codec.DecodeEnvelope(msg.Body)
+	var env *abi.Envelope
+	var err error
+	if nuropbwire.Is(msg) { // a NuroPb client; h.reply answers it in JSON
+		env, err = nuropbwire.Decode(v.codec, msg, time.Now())
+	} else {
+		env, err = v.codec.DecodeEnvelope(msg.Body)
+	}
 	if err != nil {
 		h.malformed(ctx, s, v, d, err)
 		h.handled(v, nil, start, abi.AsError(err).Code, d.Redelivered())
@@ -54,6 +62,12 @@ func (h *Host) dispatch(ctx context.Context, s *service, v *version, d broker.De
 		}
 		reply := h.request(ctx, v, env)
 		h.handled(v, env, start, codeOf(reply), d.Redelivered())
+		if reply.Error != nil && ctx.Err() != nil {
+			// Stopped hard mid-call: the broker has already put the delivery
+			// back for another host, whose answer is the one to give.
+			_ = d.Reject(true)
+			return
+		}
 		s.requests.Add(1)
 		if reply.Error != nil {
 			s.failures.Add(1)
@@ -100,7 +114,7 @@ func (h *Host) malformed(ctx context.Context, s *service, v *version, d broker.D
 	}
 	v.log.Warn("malformed message", "type", msg.Type, "bytes", len(msg.Body), "correlation_id", msg.CorrelationID,
 		"reply_to", msg.ReplyTo != "", "trace_id", head.TraceID, "err", err)
-	if msg.ReplyTo == "" || id == "" {
+	if msg.ReplyTo == "" || id == "" || errors.Is(err, nuropbwire.ErrProtocol) {
 		s.deadLetters.Add(1)
 		_ = d.Reject(false)
 		return
@@ -262,6 +276,10 @@ func (h *Host) describe(v *version, env *abi.Envelope) *abi.Envelope {
 // encoded within the limits becomes an error response, so the caller always
 // hears back.
 func (h *Host) reply(ctx context.Context, v *version, req broker.Message, reply *abi.Envelope) {
+	if nuropbwire.Is(req) {
+		h.replyNuroPb(ctx, v, req, reply)
+		return
+	}
 	body, err := v.codec.EncodeEnvelope(reply)
 	if err != nil {
 		e := abi.AsError(err)
@@ -281,6 +299,20 @@ func (h *Host) reply(ctx context.Context, v *version, req broker.Message, reply 
 	defer cancel()
 	if err := h.b.Reply(rctx, req.ReplyTo, broker.Message{Body: body, ContentType: broker.ContentTypeCBOR,
 		Type: string(abi.KindResponse), CorrelationID: corr}); err != nil {
+		v.log.Warn("reply not delivered", "trace_id", reply.TraceID, "err", err)
+	}
+}
+
+// replyNuroPb answers a NuroPb client with NuroPb's JSON response.
+func (h *Host) replyNuroPb(ctx context.Context, v *version, req broker.Message, reply *abi.Envelope) {
+	out, err := nuropbwire.Response(v.codec, req, reply)
+	if err != nil {
+		v.log.Error("cannot encode a NuroPb response", "trace_id", reply.TraceID, "err", err)
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replyTimeout)
+	defer cancel()
+	if err := h.b.Reply(rctx, req.ReplyTo, out); err != nil {
 		v.log.Warn("reply not delivered", "trace_id", reply.TraceID, "err", err)
 	}
 }
