@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nuropb/nuropb/broker/amqp/amqptest"
@@ -191,6 +192,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Progress lines, log lines and host processes' stderr all go to stderr,
+	// from several goroutines.
+	stderr = &lockedWriter{w: stderr}
 	b := &bench{opts: o, root: root, stderr: stderr, guests: map[string][]byte{},
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	m := describeMachine(ctx, root)
@@ -290,4 +294,16 @@ func defaultAMQP() string {
 		return u
 	}
 	return amqptest.BaseURL
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
