@@ -3,7 +3,7 @@
 //
 //	go run ./cmd/nuropb-bench -o BENCHMARKS.md            # everything, ~5-8 min on 2 cores
 //	go run ./cmd/nuropb-bench -quick -only rpc -langs rust  # smoke test, seconds
-//	go run ./cmd/nuropb-bench -only overhead -cpuprofile cpu.out
+//	go run ./cmd/nuropb-bench -only overhead -cpuprofile cpu.out  # host processes: cpu.out.host-<n>
 //
 // Rows (select with -only, comma-separated): rpc (round trips on the
 // embedded broker, Go/Rust/Python guests), rpc-amqp (RabbitMQ, caller and
@@ -12,7 +12,7 @@
 // call against a bare wazero call of the same guest export), reload (settle
 // to serving, latency during reloads), coldstart (100 tenants, cold and
 // cached) and density (RSS of 1,000 idle modules, per instance per
-// language).
+// language); compile (100 distinct modules) runs only when named.
 //
 // Why it is built this way:
 //   - Every row is run -runs times (3 by default) and reported as the median
