@@ -7,5 +7,5 @@
 // service's codec (so the same size, depth and count limits apply);
 // Response turns the envelope the host answers with into the JSON response a
 // NuroPb client waits for. Payload encryption is not supported: an
-// encrypted message is refused with NuropbMessageError.
+// encrypted message is refused as bad_request (NuropbValidationError).
 package nuropbwire
