@@ -150,6 +150,7 @@ func jsonArg(args []string) (abi.RawValue, error) {
 
 func printJSON(w io.Writer, raw []byte) error {
 	var buf bytes.Buffer
+	raw = bytes.TrimSpace(raw)
 	if err := json.Indent(&buf, raw, "", "  "); err != nil {
 		_, err = fmt.Fprintf(w, "%s\n", raw)
 		return err
