@@ -11,8 +11,9 @@ import (
 // watching is the hot-reload goroutine of a Host: it runs from Start until
 // Shutdown stops it, before the services drain.
 type watching struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel      context.CancelFunc // stops the watcher
+	cancelLoads context.CancelFunc // abandons a load in progress: lock waits and drains
+	done        chan struct{}
 }
 
 // startWatch begins hot reload when Config.Watch is set. It runs before
@@ -30,11 +31,16 @@ func (h *Host) startWatch() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	wt := &watching{cancel: cancel, done: make(chan struct{})}
+	// Loads run on their own context, not the watcher's, so a swap under
+	// way when Shutdown stops the watcher finishes its drain instead of
+	// cutting the old version's calls short.
+	loadCtx, cancelLoads := context.WithCancel(h.runCtx)
+	wt := &watching{cancel: cancel, cancelLoads: cancelLoads, done: make(chan struct{})}
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
 		cancel()
+		cancelLoads()
 		_ = w.Close()
 		return
 	}
@@ -42,17 +48,17 @@ func (h *Host) startWatch() {
 	h.mu.Unlock()
 	go func() {
 		defer close(wt.done)
-		_ = w.Run(ctx, h.reload, h.unload)
+		_ = w.Run(ctx,
+			func(_ context.Context, path string) error { return h.reload(loadCtx, path) },
+			func(_ context.Context, path string) { _ = h.RemoveFile(loadCtx, path) })
 	}()
 	h.log.Info("hot reload on", "modules_dir", h.dir, "quiet", watch.DefaultQuiet)
 }
 
-// reload is the watcher's change callback. It loads on runCtx, not the
-// watcher's context, so a swap under way when Shutdown stops the watcher
-// finishes its drain instead of cutting the old version's calls short.
-// LoadFile logs loads, swaps and refusals itself.
-func (h *Host) reload(_ context.Context, path string) error {
-	err := h.LoadFile(h.runCtx, path)
+// reload is the watcher's change callback. LoadFile logs loads, swaps and
+// refusals itself; RemoveFile, the removal callback, logs removals.
+func (h *Host) reload(ctx context.Context, path string) error {
+	err := h.LoadFile(ctx, path)
 	var ref *Refusal
 	if err != nil && !errors.As(err, &ref) && !errors.Is(err, ErrClosed) {
 		h.log.Error("module not reloaded", "file", path, "err", err)
@@ -60,14 +66,10 @@ func (h *Host) reload(_ context.Context, path string) error {
 	return err
 }
 
-// unload is the watcher's removal callback. RemoveFile logs the removal
-// and its errors; a file that served nothing is a no-op.
-func (h *Host) unload(_ context.Context, path string) {
-	_ = h.RemoveFile(h.runCtx, path)
-}
-
-// stopWatch stops the watcher and waits, until ctx ends, for a load it
-// started to finish.
+// stopWatch stops the watcher and waits for a load it started. When ctx
+// ends first, the load is told to give up its waits (the old version's
+// drain, say), but is still waited for: Shutdown closes the engine next,
+// and closing it under a compile in progress would crash the process.
 func (h *Host) stopWatch(ctx context.Context) {
 	h.mu.Lock()
 	wt := h.watching
@@ -76,9 +78,13 @@ func (h *Host) stopWatch(ctx context.Context) {
 		return
 	}
 	wt.cancel()
+	defer wt.cancelLoads()
 	select {
 	case <-wt.done:
+		return
 	case <-ctx.Done():
-		h.log.Warn("hot reload still loading a module at shutdown", "err", ctx.Err())
 	}
+	h.log.Warn("hot reload still loading a module at shutdown; cutting its waits short", "err", ctx.Err())
+	wt.cancelLoads()
+	<-wt.done
 }
