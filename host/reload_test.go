@@ -455,6 +455,7 @@ func reloadFigures(t *testing.T, v1, v2 []byte, call *abi.Envelope, answers map[
 		wrote := time.Now()
 		waitServing(t, e.h, hashOf(b), 30*time.Second)
 		swaps = append(swaps, time.Since(wrote))
+		t.Logf("reload %d: %.12s serving after %s", i+1, hashOf(b), swaps[i])
 		time.Sleep(100 * time.Millisecond)
 	}
 	during := l.take()
