@@ -79,9 +79,16 @@ func (c *Codec) Limits() Limits { return c.limits }
 
 // Marshal encodes v as CBOR and refuses a result over MaxFrame.
 func (c *Codec) Marshal(v any) ([]byte, error) {
-	b, err := c.enc.Marshal(v)
-	if err != nil {
-		return nil, Errorf(CodeInternal, "encode: %v", err)
+	var b []byte
+	ok := false
+	if e, isEnv := v.(*Envelope); isEnv && e != nil {
+		b, ok = c.encodeEnvelope(e)
+	}
+	if !ok {
+		var err error
+		if b, err = c.enc.Marshal(v); err != nil {
+			return nil, Errorf(CodeInternal, "encode: %v", err)
+		}
 	}
 	if len(b) > c.limits.MaxFrame {
 		return nil, Errorf(CodeResourceExhausted, "encoded message is %d bytes, over the %d byte limit", len(b), c.limits.MaxFrame)
@@ -93,11 +100,24 @@ func (c *Codec) Marshal(v any) ([]byte, error) {
 // MaxFrame before decoding, trailing bytes, and anything outside the limits.
 // Failures are *Error with CodeBadRequest (or CodeResourceExhausted for size).
 func (c *Codec) Unmarshal(b []byte, v any) error {
+	e, isEnv := v.(*Envelope)
+	return c.unmarshal(b, v, isEnv && e != nil && e.isZero())
+}
+
+// unmarshal is Unmarshal, trying the direct envelope decoder first when fast
+// is set (v is a zero *Envelope).
+func (c *Codec) unmarshal(b []byte, v any, fast bool) error {
 	if len(b) > c.limits.MaxFrame {
 		return Errorf(CodeResourceExhausted, "message is %d bytes, over the %d byte limit", len(b), c.limits.MaxFrame)
 	}
 	if len(b) == 0 {
 		return Errorf(CodeBadRequest, "empty message")
+	}
+	if fast && c.dec.Wellformed(b) == nil && c.checkDepth(b) == nil {
+		if d, ok := c.decodeEnvelope(b); ok {
+			*v.(*Envelope) = *d
+			return nil
+		}
 	}
 	if err := c.dec.Unmarshal(b, v); err != nil {
 		return &DecodeError{Err: err}
@@ -121,11 +141,29 @@ func (c *Codec) checkDepth(b []byte) error {
 
 // DecodeEnvelope decodes and validates an Envelope.
 func (c *Codec) DecodeEnvelope(b []byte) (*Envelope, error) {
-	var e Envelope
-	if err := c.Unmarshal(b, &e); err != nil {
+	e, err := c.decodeEnvelopeOnce(b)
+	if err != nil {
 		return nil, err
 	}
 	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// UnmarshalEnvelope decodes an Envelope without validating its kind's
+// fields (a guest's reply, whose routing fields the host sets).
+func (c *Codec) UnmarshalEnvelope(b []byte) (*Envelope, error) { return c.decodeEnvelopeOnce(b) }
+
+// decodeEnvelopeOnce is Unmarshal into a new Envelope, without copying it.
+func (c *Codec) decodeEnvelopeOnce(b []byte) (*Envelope, error) {
+	if len(b) > 0 && len(b) <= c.limits.MaxFrame && c.dec.Wellformed(b) == nil && c.checkDepth(b) == nil {
+		if e, ok := c.decodeEnvelope(b); ok {
+			return e, nil
+		}
+	}
+	var e Envelope
+	if err := c.unmarshal(b, &e, false); err != nil {
 		return nil, err
 	}
 	return &e, nil

@@ -42,6 +42,14 @@ type Envelope struct {
 	ServedBy string         `cbor:"served_by,omitempty"` // content hash of the module version that answered
 }
 
+// isZero reports whether e is the zero Envelope, which decoding may replace
+// rather than merge into.
+func (e *Envelope) isZero() bool {
+	return e.Kind == "" && e.ID == "" && e.TraceID == "" && e.Service == "" && e.Method == "" && e.Params == nil &&
+		e.Context == nil && e.Topic == "" && e.Event == nil && e.Deadline == 0 && e.Tenant == "" && e.Depth == 0 &&
+		e.Result == nil && e.Error == nil && e.ServedBy == ""
+}
+
 // DeadlineTime returns the deadline as a time.Time, and false when none is set.
 func (e *Envelope) DeadlineTime() (time.Time, bool) {
 	if e.Deadline <= 0 {
