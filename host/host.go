@@ -45,6 +45,7 @@ type Host struct {
 	mu       sync.Mutex // guards the fields below
 	started  bool
 	closing  bool
+	loads    sync.WaitGroup // LoadFile calls in progress; Shutdown waits for them
 	services map[broker.Route]*service
 	files    map[string]*fileState // by absolute path
 	refusals []Refusal
@@ -230,6 +231,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		wg.Go(func() { errs[i] = s.stop(ctx, h.log) })
 	}
 	wg.Wait()
+	// Loads still compiling cannot be interrupted; their versions are
+	// refused as the host is closing, and the engine must outlive them.
+	h.loads.Wait()
 	if h.closeEngine != nil {
 		if err := h.closeEngine(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox engine: %w", err))

@@ -120,9 +120,10 @@ func (h *Host) refuse(name, tenant string, reason error) *Refusal {
 // *Refusal) leaves whatever was serving untouched. Calls for the same file
 // are serialized; different files proceed in parallel.
 func (h *Host) LoadFile(ctx context.Context, path string) error {
-	if err := h.live(); err != nil {
+	if err := h.beginLoad(); err != nil {
 		return err
 	}
+	defer h.loads.Done()
 	abs, name, tenant, err := h.locate(path)
 	if err != nil {
 		return h.refuse(filepath.Base(path), "", err)
@@ -199,6 +200,22 @@ func (h *Host) live() error {
 	case !h.started:
 		return ErrNotStarted
 	}
+	return nil
+}
+
+// beginLoad admits a LoadFile and counts it, so Shutdown can wait for every
+// compile in progress before closing the engine: wazero panics when its
+// engine is closed under a compile.
+func (h *Host) beginLoad() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closing:
+		return ErrClosed
+	case !h.started:
+		return ErrNotStarted
+	}
+	h.loads.Add(1)
 	return nil
 }
 
