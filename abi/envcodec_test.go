@@ -3,6 +3,8 @@ package abi
 import (
 	"bytes"
 	"reflect"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -170,4 +172,14 @@ func BenchmarkEnvelopeCodec(b *testing.B) {
 			_, _ = Default.DecodeEnvelope(enc)
 		}
 	})
+}
+
+func TestValidNameMatchesItsPattern(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	long := strings.Repeat("a", 63)
+	for _, s := range []string{"", "a", "A", "a1", "1a", "a-b_c", "a.b", "a b", "é", "aé", long, long + "a", "a\n", "-a", "z9", "a/b"} {
+		if ValidName(s) != re.MatchString(s) {
+			t.Errorf("ValidName(%q) = %v, the pattern says %v", s, ValidName(s), re.MatchString(s))
+		}
+	}
 }

@@ -40,7 +40,6 @@ type Requires struct {
 }
 
 var (
-	nameRE  = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 	topicRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 	patRE   = regexp.MustCompile(`^([A-Za-z0-9_-]+|\*|#)(\.([A-Za-z0-9_-]+|\*|#))*$`)
 	methRE  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,62}$`)
@@ -48,7 +47,18 @@ var (
 
 // ValidName reports whether s may name a service or a tenant: lower case
 // letters, digits, '_' and '-', starting with a letter, at most 63 bytes.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+// Every client call checks two names; a loop is ~20x cheaper than a regexp.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidTopic reports whether s is a concrete topic: dot-separated words.
 func ValidTopic(s string) bool { return len(s) <= 255 && topicRE.MatchString(s) }
