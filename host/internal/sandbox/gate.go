@@ -31,6 +31,8 @@ func (g *gate) enter(ctx context.Context, stop <-chan struct{}) bool {
 		return true
 	default:
 	}
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	select {
 	case g.slots <- struct{}{}:
 		return true

@@ -179,7 +179,7 @@ func (inst *instance) resume(ctx context.Context) bool {
 		inst.gated = true
 		return true
 	}
-	if ctx.Err() != nil {
+	if ctxErr(ctx) != nil {
 		inst.interrupt(parentReason(ctx))
 	} else {
 		inst.interrupt(reasonClosed)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,17 @@ type instance struct {
 	interruptCh chan struct{}
 	reason      atomic.Int32
 	timer       *time.Timer
+
+	// The caller's cancellation is watched with a context.AfterFunc kept
+	// across calls: a host's calls all come under its consumer's context, so
+	// registering once per instance instead of once per call saves three
+	// allocations and a lock of that shared context per call. watchMu orders
+	// the callback against the end of a call, so a cancellation interrupts
+	// only a call running under the watched context.
+	watchMu   sync.Mutex
+	watchDone <-chan struct{} // Done of the watched context, nil for none
+	watchStop func() bool
+	watching  bool // a call under the watched context is running
 
 	// Set by the goroutine running the current call, read by host functions
 	// and the stdout/stderr writers on that same goroutine.
@@ -157,7 +169,7 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 	inst.stdout.flush()
 	inst.stderr.flush()
 	if err != nil {
-		inst.timer.Stop()
+		inst.close()
 		return nil, inst.describeErr(err, "_initialize")
 	}
 	inst.mod = mod
@@ -186,29 +198,70 @@ func (inst *instance) guard(ctx context.Context, f func() error) error {
 	inst.parent = ctx
 	inst.logCtx = ctx
 	inst.timer.Reset(inst.deadline.Sub(now))
-	var stopWatch func() bool
-	if ctx.Done() != nil {
-		// ctx, not inst.parent: the func may run after the next call has
-		// replaced inst.parent.
-		stopWatch = context.AfterFunc(ctx, func() { inst.interrupt(parentReason(ctx)) })
+	done := ctx.Done()
+	if done != nil {
+		inst.watch(ctx, done)
 	}
 	err := f()
-	// A deadline or cancellation that fired as f returned may still be on
-	// its way to interrupt() on another goroutine. Interrupt here and now
-	// instead, so the instance is marked (and discarded) by this call, and
-	// a late interrupt can never stop the next call on a reused instance.
+	// A deadline that fired as f returned may still be on its way to
+	// interrupt() on another goroutine. Interrupt here and now instead, so
+	// the instance is marked (and discarded) by this call, and a late
+	// interrupt can never stop the next call on a reused instance.
 	if !inst.timer.Stop() {
 		inst.interrupt(reasonDeadline)
 	}
-	if stopWatch != nil && !stopWatch() {
-		inst.interrupt(parentReason(ctx))
+	if done != nil {
+		inst.watchMu.Lock()
+		inst.watching = false
+		inst.watchMu.Unlock()
 	}
 	return err
 }
 
+// watch arranges for ctx's cancellation to interrupt the call starting now,
+// registering with ctx only when its Done differs from the last call's.
+func (inst *instance) watch(ctx context.Context, done <-chan struct{}) {
+	inst.watchMu.Lock()
+	defer inst.watchMu.Unlock()
+	if inst.watchDone != done {
+		if inst.watchStop != nil {
+			inst.watchStop()
+		}
+		inst.watchDone = done
+		// ctx, not inst.parent: the func may run after the next call has
+		// replaced inst.parent. Its Err is set once done is closed, so
+		// parentReason reads the cancellation, not this call's deadline.
+		inst.watchStop = context.AfterFunc(ctx, func() {
+			inst.watchMu.Lock()
+			if inst.watching && inst.watchDone == done {
+				inst.interrupt(parentReason(ctx))
+			}
+			inst.watchMu.Unlock()
+		})
+	}
+	inst.watching = true
+	// Cancelled already (the callback may have run while no call was):
+	// interrupt this call at once.
+	select {
+	case <-done:
+		inst.interrupt(parentReason(ctx))
+	default:
+	}
+}
+
+// unwatch drops the registration with the caller's context.
+func (inst *instance) unwatch() {
+	inst.watchMu.Lock()
+	if inst.watchStop != nil {
+		inst.watchStop()
+		inst.watchStop, inst.watchDone = nil, nil
+	}
+	inst.watchMu.Unlock()
+}
+
 // parentReason is why a done caller's context interrupts a call.
 func parentReason(ctx context.Context) int32 {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(ctxErr(ctx), context.DeadlineExceeded) {
 		return reasonDeadline
 	}
 	return reasonCanceled
@@ -406,6 +459,7 @@ func (inst *instance) describeErr(err error, fn string) error {
 // close releases the instance. It is never used again.
 func (inst *instance) close() {
 	inst.timer.Stop()
+	inst.unwatch()
 	if inst.mod != nil {
 		_ = inst.mod.Close(context.Background())
 	}

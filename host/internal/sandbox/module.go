@@ -140,8 +140,10 @@ func (m *Module) Stats() Stats {
 }
 
 // Handle runs one envelope through nuropb_handle on an idle instance and
-// returns a copy of the reply. It waits for an instance until ctx ends; the
-// call itself runs until min(ctx's deadline, now+CallTimeout). Errors are
+// returns a copy of the reply. It waits for an instance until ctx ends or
+// its deadline passes (ctx's Done need not close at its deadline: Handle
+// enforces it); the call itself runs until min(ctx's deadline,
+// now+CallTimeout). Errors are
 // *abi.Error:
 //   - resource_exhausted: envelope or reply over MaxMessageBytes, guest out
 //     of memory for the input buffer;
@@ -155,7 +157,7 @@ func (m *Module) Handle(ctx context.Context, envelope []byte) ([]byte, error) {
 	if len(envelope) > m.limits.MaxMessageBytes {
 		return nil, m.errorf(abi.CodeResourceExhausted, "envelope of %d bytes is over the module's limit of %d", len(envelope), m.limits.MaxMessageBytes)
 	}
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return nil, m.ctxError(err, "before the call started")
 	}
 	if !m.begin() {
@@ -241,6 +243,8 @@ func (m *Module) acquire(ctx context.Context) (inst *instance, gated bool, aerr 
 		return inst, false, nil
 	default:
 	}
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	select {
 	case inst := <-m.idle:
 		return inst, false, nil
@@ -253,14 +257,14 @@ func (m *Module) acquire(ctx context.Context) (inst *instance, gated bool, aerr 
 		if err != nil {
 			m.gate.leave()
 			m.free <- struct{}{}
-			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+			if ctxErr(ctx) != nil || errors.Is(err, context.DeadlineExceeded) {
 				return nil, false, m.errorf(abi.CodeTimeout, "deadline passed while starting an instance: %v", err)
 			}
 			return nil, false, m.errorf(abi.CodeTrapped, "starting an instance: %v", err)
 		}
 		return inst, true, nil
 	case <-ctx.Done():
-		return nil, false, m.ctxError(ctx.Err(), fmt.Sprintf("while waiting for a free instance (all %d busy)", m.limits.MaxInstances))
+		return nil, false, m.ctxError(ctxErr(ctx), fmt.Sprintf("while waiting for a free instance (all %d busy)", m.limits.MaxInstances))
 	case <-m.closing:
 		return nil, false, m.errorf(abi.CodeUnavailable, "module is closed")
 	}
@@ -271,7 +275,7 @@ func (m *Module) enterGate(ctx context.Context, what string) *abi.Error {
 	if m.gate.enter(ctx, m.closing) {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return m.ctxError(err, fmt.Sprintf("while waiting for one of tenant %q's %d running slots %s (TenantMaxRunning)",
 			m.tenant, m.limits.TenantMaxRunning, what))
 	}
@@ -366,7 +370,31 @@ func (m *Module) register(inst *instance) {
 	m.mu.Unlock()
 }
 
-// callTimeoutFor returns the deadline of a call starting now under ctx.
+// ctxErr is ctx.Err(), or context.DeadlineExceeded once ctx's deadline has
+// passed. The host hands Handle a context whose deadline is enforced by the
+// sandbox alone (the instance's timer), not by its Done channel: a timer per
+// call saved. So the sandbox never relies on Done for a deadline.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// bounded returns ctx with a Done channel that also closes at ctx's
+// deadline (see ctxErr), for the waits that may block: for an instance, for
+// a running slot. Their fast paths do not call it.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(ctx, dl)
+	}
+	return ctx, func() {}
+}
+
+// deadlineFor returns the deadline of a call starting now under ctx.
 func (m *Module) deadlineFor(ctx context.Context, now time.Time) time.Time {
 	d := now.Add(m.limits.CallTimeout)
 	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
