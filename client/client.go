@@ -60,14 +60,17 @@ func New(b broker.Broker, opts ...Option) *Client {
 // NewID returns a correlation id unique to this client: a random prefix and
 // a counter, which is cheaper than a random UUID per message.
 func (c *Client) NewID() string {
-	return c.idBase + strconv.FormatUint(c.idSeq.Add(1), 36)
+	var buf [64]byte
+	return string(strconv.AppendUint(append(buf[:0], c.idBase...), c.idSeq.Add(1), 36))
 }
 
 // NewTraceID returns a fresh 128-bit trace id in W3C hex form.
 func NewTraceID() string {
 	var b [16]byte
+	var h [32]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // Route resolves an envelope's service field, "service" or "tenant/service",
