@@ -184,8 +184,7 @@ func hasClaims(ctx map[string]any) bool {
 // invoke hands env to the guest with the host's fields stamped, and turns
 // whatever comes back into a well-formed response.
 func (h *Host) invoke(ctx context.Context, v *version, env *abi.Envelope) *abi.Envelope {
-	ctx, cancel := h.callContext(ctx, v, env)
-	defer cancel()
+	ctx = h.callContext(ctx, v, env)
 	in, err := v.codec.EncodeEnvelope(env)
 	if err != nil {
 		return errorReply(env, err)
@@ -217,7 +216,7 @@ func (h *Host) invoke(ctx context.Context, v *version, env *abi.Envelope) *abi.E
 // served_by) and returns the context the guest runs under: its deadline is
 // the earlier of the request's and now+CallTimeout, and it carries what the
 // imports need to stamp the guest's own calls.
-func (h *Host) callContext(ctx context.Context, v *version, env *abi.Envelope) (context.Context, context.CancelFunc) {
+func (h *Host) callContext(ctx context.Context, v *version, env *abi.Envelope) context.Context {
 	deadline := time.Now().Add(v.limits.CallTimeout)
 	// Commands and events may have waited in a queue for a long time; their
 	// deadline was about delivery, so they get the module's full CallTimeout.
@@ -232,8 +231,28 @@ func (h *Host) callContext(ctx context.Context, v *version, env *abi.Envelope) (
 	env.Service = v.man.Service
 	env.ServedBy = v.hash
 	env.SetDeadline(deadline)
-	ctx = withCallInfo(ctx, callInfo{traceID: env.TraceID, depth: env.Depth})
-	return context.WithDeadline(ctx, deadline)
+	return &guestCtx{Context: ctx, deadline: deadline, info: callInfo{traceID: env.TraceID, depth: env.Depth}}
+}
+
+// guestCtx is the context of one guest call: ctx with the call's deadline
+// and callInfo, in one allocation. Its Done is ctx's (a hard stop), and does
+// not close at the deadline: sandbox.Module.Handle enforces the deadline with
+// its per-instance timer, and whatever the guest calls out to gets its own
+// context bounded by Deadline (client.Call), so a context.WithDeadline here
+// (a timer and a cancel registration per call) would only duplicate them.
+type guestCtx struct {
+	context.Context
+	deadline time.Time
+	info     callInfo
+}
+
+func (c *guestCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *guestCtx) Value(key any) any {
+	if key == (callInfoKey{}) {
+		return c.info
+	}
+	return c.Context.Value(key)
 }
 
 // oneWay runs a command or an event; an error means dead-letter it.
@@ -295,8 +314,8 @@ func (h *Host) reply(ctx context.Context, v *version, req broker.Message, reply 
 	if corr == "" {
 		corr = reply.ID
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replyTimeout)
-	defer cancel()
+	rctx := newReplyCtx(ctx)
+	defer rctx.stop()
 	if err := h.b.Reply(rctx, req.ReplyTo, broker.Message{Body: body, ContentType: broker.ContentTypeCBOR,
 		Type: string(abi.KindResponse), CorrelationID: corr}); err != nil {
 		v.log.Warn("reply not delivered", "trace_id", reply.TraceID, "err", err)
@@ -310,8 +329,8 @@ func (h *Host) replyNuroPb(ctx context.Context, v *version, req broker.Message, 
 		v.log.Error("cannot encode a NuroPb response", "trace_id", reply.TraceID, "err", err)
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replyTimeout)
-	defer cancel()
+	rctx := newReplyCtx(ctx)
+	defer rctx.stop()
 	if err := h.b.Reply(rctx, req.ReplyTo, out); err != nil {
 		v.log.Warn("reply not delivered", "trace_id", reply.TraceID, "err", err)
 	}

@@ -9,7 +9,9 @@ import (
 
 // module is what the host needs of a loaded module version. *sandbox.Module
 // is the real one; tests substitute Go fakes so dispatcher rules can be
-// checked without compiling WebAssembly.
+// checked without compiling WebAssembly. Handle must enforce ctx's deadline
+// itself: the dispatcher's call context (guestCtx) reports a deadline that
+// its Done does not close at, which saves a timer per call.
 type module interface {
 	Manifest() *abi.Manifest
 	Hash() string

@@ -81,6 +81,13 @@ func (m *fakeModule) Handle(ctx context.Context, in []byte) ([]byte, error) {
 	if err != nil {
 		return nil, abi.Errorf(abi.CodeInternal, "fake got a bad envelope: %v", err)
 	}
+	// The deadline is Handle's to enforce (see module), as the sandbox's
+	// timer does.
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+	}
 	return m.def.handle(ctx, m.imp, env)
 }
 

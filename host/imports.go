@@ -21,10 +21,6 @@ type callInfo struct {
 
 type callInfoKey struct{}
 
-func withCallInfo(ctx context.Context, ci callInfo) context.Context {
-	return context.WithValue(ctx, callInfoKey{}, ci)
-}
-
 // callInfoFrom returns the running call's info. Outside a call (a guest
 // calling out from _initialize) it is a fresh trace at depth 0.
 func callInfoFrom(ctx context.Context) callInfo {
