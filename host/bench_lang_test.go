@@ -9,11 +9,13 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nuropb/nuropb/abi"
+	"github.com/nuropb/nuropb/broker"
 	"github.com/nuropb/nuropb/broker/memory"
 	"github.com/nuropb/nuropb/client"
 )
@@ -184,6 +186,98 @@ func BenchmarkLangInstanceMemory(b *testing.B) {
 			}
 			b.ReportMetric(float64(after-before)/float64(n)/1024, "rss-KiB/instance")
 			b.ReportMetric(float64(took.Milliseconds())/float64(n), "start-ms/instance")
+		})
+	}
+}
+
+// BenchmarkLangLayers splits the in-process path by layer, per language:
+//
+//   - handle: sandbox.Module.Handle alone, on the envelope the dispatcher
+//     hands the guest (stamped, re-encoded);
+//   - call: the whole path, one call at a time (as BenchmarkLangCall);
+//   - inflight64: the whole path with 64 calls in flight, the shape of
+//     cmd/nuropb-bench's embedded-broker figure; rt/s is round trips per
+//     second of wall time.
+//
+// call minus handle is what the client, the broker and the dispatcher add.
+//
+//	go test -run XXX -bench BenchmarkLangLayers -benchtime 20000x ./host/
+func BenchmarkLangLayers(b *testing.B) {
+	for _, lang := range []string{"go", "rust"} {
+		b.Run(lang, func(b *testing.B) {
+			wasm := benchGuests(b)[lang](b)
+			h, mem, _ := benchHost(b, Config{}, map[string][]byte{"conformance.wasm": wasm})
+			c := client.New(mem)
+			ctx := context.Background()
+			req := func() *abi.Envelope {
+				return &abi.Envelope{Service: "conformance", Method: "echo", Params: abi.RawValue{0xa0}}
+			}
+			call := func(b *testing.B) {
+				if _, err := c.Call(ctx, req()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range 50 {
+				call(b)
+			}
+			measure := func(b *testing.B, loop func()) {
+				b.ReportAllocs()
+				cpu := cpuTime()
+				start := time.Now()
+				b.ResetTimer()
+				loop()
+				b.StopTimer()
+				b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rt/s")
+			}
+			b.Run("handle", func(b *testing.B) {
+				h.mu.Lock()
+				s := h.services[broker.Route{Tenant: broker.DefaultTenant, Service: "conformance"}]
+				h.mu.Unlock()
+				v := s.current.Load()
+				env := req()
+				env.Kind, env.ID, env.TraceID = abi.KindRequest, c.NewID(), client.NewTraceID()
+				env.SetDeadline(time.Now().Add(time.Hour))
+				gctx := h.callContext(ctx, v, env)
+				in, err := v.codec.EncodeEnvelope(env)
+				if err != nil {
+					b.Fatal(err)
+				}
+				measure(b, func() {
+					for b.Loop() {
+						if _, err := v.mod.Handle(gctx, in); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			})
+			b.Run("call", func(b *testing.B) {
+				measure(b, func() {
+					for b.Loop() {
+						call(b)
+					}
+				})
+			})
+			b.Run("inflight64", func(b *testing.B) {
+				// Start every instance the pool may have before measuring.
+				var wg sync.WaitGroup
+				for range 64 {
+					wg.Go(func() {
+						for range 10 {
+							call(b)
+						}
+					})
+				}
+				wg.Wait()
+				b.SetParallelism((64 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+				measure(b, func() {
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							call(b)
+						}
+					})
+				})
+			})
 		})
 	}
 }
