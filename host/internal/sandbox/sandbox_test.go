@@ -169,8 +169,12 @@ func TestSpinTimeout(t *testing.T) {
 			echoOK(t, m)
 
 			// Without a deadline on ctx, CallTimeout bounds the call.
+			// A second pre-started instance serves the next call: starting a
+			// fresh Go instance can itself take longer than 200 ms on a
+			// loaded machine.
 			l := testLimits()
 			l.CallTimeout = deadline
+			l.MinInstances = 2
 			m2 := load(t, e, wasm(t), l, &fakeImports{})
 			_, err = m2.Handle(context.Background(), request(t, "spin"))
 			wantCode(t, err, abi.CodeTimeout)
