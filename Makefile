@@ -47,4 +47,4 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin $(MODULES_DIR)/*.wasm $(MODULES_DIR)/*/*.wasm
+	rm -rf bin $(MODULES_DIR)/*.wasm

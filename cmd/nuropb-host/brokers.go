@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/url"
+	"time"
 
 	"github.com/nuropb/nuropb/abi"
 	"github.com/nuropb/nuropb/broker"
@@ -31,6 +32,9 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
+// clientDialTimeout bounds how long a client subcommand tries to reach RabbitMQ.
+const clientDialTimeout = 3 * time.Second
+
 // brokerBackend is a client talking to RabbitMQ directly, no host needed.
 type brokerBackend struct {
 	b broker.Broker
@@ -38,7 +42,11 @@ type brokerBackend struct {
 }
 
 func openBrokerBackend(ctx context.Context, rawURL string) (backend, error) {
-	b, err := amqp.New(ctx, amqp.Config{URL: rawURL, Logger: slog.New(slog.DiscardHandler)})
+	// A client fails fast when the broker is unreachable instead of
+	// retrying until the call's deadline, as a host starting up would.
+	dialCtx, cancel := context.WithTimeout(ctx, clientDialTimeout)
+	defer cancel()
+	b, err := amqp.New(dialCtx, amqp.Config{URL: rawURL, Logger: slog.New(slog.DiscardHandler), DialTimeout: clientDialTimeout})
 	if err != nil {
 		return nil, abi.Errorf(abi.CodeUnavailable, "broker %s: %v", redactURL(rawURL), err)
 	}

@@ -11,11 +11,14 @@ import (
 var errHelp = errors.New("help shown")
 
 // newFlags returns a FlagSet whose --help prints usage (with its example)
-// and the flags, and whose parse errors become usage errors.
+// and the flags once, and whose parse errors become usage errors.
 func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
+	// The flag package calls Usage itself on -h and on bad flags; parse
+	// decides what to print instead, so it is printed once.
+	fs.Usage = func() {}
+	helps[fs] = func() {
 		fmt.Fprintln(stderr, usage)
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.SetOutput(stderr)
@@ -25,6 +28,10 @@ func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// helps holds each FlagSet's help printer; the CLI runs one command per
+// process, so the map never grows past a few entries.
+var helps = map[*flag.FlagSet]func(){}
+
 // parse parses args, allowing flags before, between and after positional
 // arguments, turning -h/--help into errHelp and mistakes into usage errors.
 // It returns the positional arguments.
@@ -33,7 +40,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			helps[fs]()
 			return nil, errHelp
 		}
 		if err != nil {

@@ -70,6 +70,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if fi, err := os.Stat(settings.Host.ModulesDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("modules_dir: %q is not a folder (create it, or set modules_dir in host.toml, NUROPB_MODULES_DIR or --modules-dir)", settings.Host.ModulesDir)
+	}
 	if *check {
 		fmt.Fprintf(stdout, "configuration ok: broker=%s modules_dir=%s http.listen=%q tenants=%d\n",
 			redactURL(settings.Broker), settings.Host.ModulesDir, settings.HTTPListen, len(settings.Host.Tenants))
@@ -222,7 +225,15 @@ type hostRegistry struct {
 }
 
 func (r hostRegistry) ServiceList() any {
-	return map[string]any{"services": r.h.Services(), "refusals": r.h.Refusals()}
+	// Empty lists, not null, so JSON callers can iterate without a check.
+	services, refusals := r.h.Services(), r.h.Refusals()
+	if services == nil {
+		services = []host.ServiceInfo{}
+	}
+	if refusals == nil {
+		refusals = []host.Refusal{}
+	}
+	return map[string]any{"services": services, "refusals": refusals}
 }
 
 // Ready is readiness for /readyz: every module file attempted and the

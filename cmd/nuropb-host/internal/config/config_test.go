@@ -119,3 +119,13 @@ func TestTenantPolicyKeys(t *testing.T) {
 		t.Fatal("tenant_max_running per module must be refused")
 	}
 }
+
+func TestListenAddressChecked(t *testing.T) {
+	f, err := Read(write(t, "[http]\nlisten = \"nonsense\""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Resolve(); err == nil || !strings.Contains(err.Error(), "http.listen") {
+		t.Fatalf("got %v, want an error naming http.listen", err)
+	}
+}

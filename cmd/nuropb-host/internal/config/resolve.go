@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -50,6 +51,11 @@ func (f *File) Resolve() (*Settings, error) {
 	}
 	if f.HTTP.Listen == "off" {
 		s.HTTPListen = ""
+	}
+	if s.HTTPListen != "" {
+		if _, _, err := net.SplitHostPort(s.HTTPListen); err != nil {
+			return nil, fail("http.listen", "%q is not host:port (e.g. 127.0.0.1:8080) or \"off\"", s.HTTPListen)
+		}
 	}
 	if s.Broker != "memory" && !strings.HasPrefix(s.Broker, "amqp://") && !strings.HasPrefix(s.Broker, "amqps://") {
 		return nil, fail("broker", "%q is neither \"memory\" nor an amqp:// URL", s.Broker)
