@@ -197,8 +197,8 @@ func (h *Host) invoke(ctx context.Context, v *version, env *abi.Envelope) *abi.E
 		}
 		return errorReply(env, e)
 	}
-	var reply abi.Envelope
-	if err := v.codec.Unmarshal(out, &reply); err != nil {
+	reply, err := v.codec.UnmarshalEnvelope(out)
+	if err != nil {
 		v.log.Warn("guest returned a malformed reply", "method", env.Method, "trace_id", env.TraceID, "err", err)
 		return errorReply(env, abi.Errorf(abi.CodeInternal, "module %s (%s/%s %s) returned a malformed reply: %v",
 			v.file, v.tenant, v.man.Service, v.man.Version, abi.AsError(err).Message))
@@ -209,7 +209,7 @@ func (h *Host) invoke(ctx context.Context, v *version, env *abi.Envelope) *abi.E
 	reply.Tenant, reply.ServedBy = v.tenant, v.hash
 	reply.Depth, reply.Deadline = 0, 0
 	reply.Topic, reply.Event, reply.Params = "", nil, nil
-	return &reply
+	return reply
 }
 
 // callContext stamps env (tenant, depth, trace id, effective deadline,
