@@ -23,7 +23,8 @@ func TestRunCheck(t *testing.T) {
 		{"[metrics]\nenabeld = true\n", exitError, "unknown key metrics.enabeld"},
 		{"[log]\nlevel = \"loud\"\n", exitError, "log.level"},
 		{"drain_timeout = \"soon\"\n", exitError, "drain_timeout"},
-		{"broker = \"memory\"\n[metrics]\nenabled = true\npath = \"/m\"\n", exitOK, "configuration ok"},
+		{"modules_dir = \"" + dir + "/nonexistent\"\n", exitError, "modules_dir"},
+		{"broker = \"memory\"\nmodules_dir = \"" + dir + "\"\n[metrics]\nenabled = true\npath = \"/m\"\n", exitOK, "configuration ok"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

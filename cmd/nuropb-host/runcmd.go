@@ -71,7 +71,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fi, err := os.Stat(settings.Host.ModulesDir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("modules_dir: %q is not a folder (create it, or set modules_dir in host.toml, NUROPB_MODULES_DIR or --modules-dir)", settings.Host.ModulesDir)
+		where := "settings"
+		if _, err := os.Stat(*configPath); err == nil {
+			where = *configPath
+		}
+		return fmt.Errorf("%s: modules_dir: %q is not a folder (create it, or set modules_dir in host.toml, NUROPB_MODULES_DIR or --modules-dir)", where, settings.Host.ModulesDir)
 	}
 	if *check {
 		fmt.Fprintf(stdout, "configuration ok: broker=%s modules_dir=%s http.listen=%q tenants=%d\n",
