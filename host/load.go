@@ -191,9 +191,15 @@ func hashOf(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// live reports whether the host accepts LoadFile and RemoveFile calls.
 func (h *Host) live() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.liveLocked()
+}
+
+// liveLocked is live with h.mu held.
+func (h *Host) liveLocked() error {
 	switch {
 	case h.closing:
 		return ErrClosed
@@ -209,11 +215,8 @@ func (h *Host) live() error {
 func (h *Host) beginLoad() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	switch {
-	case h.closing:
-		return ErrClosed
-	case !h.started:
-		return ErrNotStarted
+	if err := h.liveLocked(); err != nil {
+		return err
 	}
 	h.loads.Add(1)
 	return nil

@@ -160,10 +160,30 @@ func printJSON(w io.Writer, raw []byte) error {
 	return err
 }
 
-func callCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("call", callUsage, stderr)
+// withBackend opens the backend the flags name, runs do with a context
+// bounded by the request timeout (plus slack for the transport), and closes
+// the backend.
+func (c *clientFlags) withBackend(slack time.Duration, do func(ctx context.Context, b backend) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout+slack)
+	defer cancel()
+	b, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	return do(ctx, b)
+}
+
+// clientCommand parses a client subcommand's flags and arguments.
+func clientCommand(name, usage string, args []string, stderr io.Writer) (*clientFlags, []string, error) {
+	fs := newFlags(name, usage, stderr)
 	cf := addClientFlags(fs)
 	pos, err := parse(fs, args)
+	return cf, pos, err
+}
+
+func callCmd(args []string, stdout, stderr io.Writer) error {
+	cf, pos, err := clientCommand("call", callUsage, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -171,24 +191,17 @@ func callCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout+5*time.Second)
-	defer cancel()
-	b, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer b.close()
-	out, err := b.call(ctx, env)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, out)
+	return cf.withBackend(5*time.Second, func(ctx context.Context, b backend) error {
+		out, err := b.call(ctx, env)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, out)
+	})
 }
 
 func sendCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("send", sendUsage, stderr)
-	cf := addClientFlags(fs)
-	pos, err := parse(fs, args)
+	cf, pos, err := clientCommand("send", sendUsage, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -196,24 +209,17 @@ func sendCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	b, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer b.close()
-	if err := b.send(ctx, env); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "sent command %s.%s\n", env.Service, env.Method)
-	return nil
+	return cf.withBackend(0, func(ctx context.Context, b backend) error {
+		if err := b.send(ctx, env); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "sent command %s.%s\n", env.Service, env.Method)
+		return nil
+	})
 }
 
 func publishCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("publish", publishUsage, stderr)
-	cf := addClientFlags(fs)
-	pos, err := parse(fs, args)
+	cf, pos, err := clientCommand("publish", publishUsage, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -229,64 +235,45 @@ func publishCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	env := &abi.Envelope{Topic: topic, Event: event, TraceID: cf.traceID}
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	b, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer b.close()
-	if err := b.publish(ctx, tenant, env); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "published event on %s\n", pos[0])
-	return nil
+	return cf.withBackend(0, func(ctx context.Context, b backend) error {
+		if err := b.publish(ctx, tenant, env); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "published event on %s\n", pos[0])
+		return nil
+	})
 }
 
 func describeCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("describe", describeUsage, stderr)
-	cf := addClientFlags(fs)
-	pos, err := parse(fs, args)
+	cf, pos, err := clientCommand("describe", describeUsage, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		return usageError{"want one service name"}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	b, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer b.close()
-	out, err := b.describe(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, out)
+	return cf.withBackend(0, func(ctx context.Context, b backend) error {
+		out, err := b.describe(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, out)
+	})
 }
 
 func servicesCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("services", servicesUsage, stderr)
-	cf := addClientFlags(fs)
-	pos, err := parse(fs, args)
+	cf, pos, err := clientCommand("services", servicesUsage, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
 		return usageError{"takes no arguments"}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	b, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer b.close()
-	out, err := b.services(ctx)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, out)
+	return cf.withBackend(0, func(ctx context.Context, b backend) error {
+		out, err := b.services(ctx)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, out)
+	})
 }
