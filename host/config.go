@@ -222,34 +222,24 @@ func (l Limits) validateResolved(field string) error {
 
 // inherit fills l's zero fields from parent.
 func (l Limits) inherit(parent Limits) Limits {
-	if l.MemoryPages == 0 {
-		l.MemoryPages = parent.MemoryPages
-	}
-	if l.CallTimeout == 0 {
-		l.CallTimeout = parent.CallTimeout
-	}
-	if l.MinInstances == 0 {
-		l.MinInstances = parent.MinInstances
-	}
-	if l.MaxInstances == 0 {
-		l.MaxInstances = parent.MaxInstances
-	}
-	if l.MaxMessageBytes == 0 {
-		l.MaxMessageBytes = parent.MaxMessageBytes
-	}
-	if l.LogLinesPerSec == 0 {
-		l.LogLinesPerSec = parent.LogLinesPerSec
-	}
-	if l.LogBytesPerSec == 0 {
-		l.LogBytesPerSec = parent.LogBytesPerSec
-	}
-	if l.MaxCallDepth == 0 {
-		l.MaxCallDepth = parent.MaxCallDepth
-	}
-	if l.TenantMaxRunning == 0 {
-		l.TenantMaxRunning = parent.TenantMaxRunning
-	}
+	inheritField(&l.MemoryPages, parent.MemoryPages)
+	inheritField(&l.CallTimeout, parent.CallTimeout)
+	inheritField(&l.MinInstances, parent.MinInstances)
+	inheritField(&l.MaxInstances, parent.MaxInstances)
+	inheritField(&l.MaxMessageBytes, parent.MaxMessageBytes)
+	inheritField(&l.LogLinesPerSec, parent.LogLinesPerSec)
+	inheritField(&l.LogBytesPerSec, parent.LogBytesPerSec)
+	inheritField(&l.MaxCallDepth, parent.MaxCallDepth)
+	inheritField(&l.TenantMaxRunning, parent.TenantMaxRunning)
 	return l
+}
+
+// inheritField sets *v to parent when *v is zero ("inherit").
+func inheritField[T comparable](v *T, parent T) {
+	var zero T
+	if *v == zero {
+		*v = parent
+	}
 }
 
 // tenantLimits resolves a tenant's limits.

@@ -14,6 +14,7 @@ import (
 	"github.com/nuropb/nuropb/abi"
 	"github.com/nuropb/nuropb/client"
 	"github.com/nuropb/nuropb/host"
+	"github.com/nuropb/nuropb/internal/buildinfo"
 	"github.com/nuropb/nuropb/internal/wasmsection"
 )
 
@@ -46,7 +47,7 @@ func overheadLang(ctx context.Context, b *bench, lang string) error {
 	call := echoCall(e.client(lang), "conformance")
 	// The sandbox's cache folder: wazero keys compiled code by module bytes
 	// and CPU, not by runtime settings, so the host's compilation is reused.
-	bare, err := newBareCall(ctx, wasm, filepath.Join(b.opts.cacheDir, "wazero-cache", "wazero-"+wazeroVersion()), lang)
+	bare, err := newBareCall(ctx, wasm, filepath.Join(b.opts.cacheDir, "wazero-cache", "wazero-"+buildinfo.WazeroVersion()), lang)
 	if err != nil {
 		return err
 	}

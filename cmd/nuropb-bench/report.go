@@ -7,11 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nuropb/nuropb/internal/buildinfo"
 )
 
 // row is one line of the table: a figure measured once per run.
@@ -181,7 +182,7 @@ func describeMachine(ctx context.Context, root string) *machine {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = strings.TrimSpace(string(b))
 	}
-	m.wazero = wazeroVersion()
+	m.wazero = buildinfo.WazeroVersion()
 	git := func(args ...string) string {
 		cmd := exec.CommandContext(ctx, "git", args...)
 		cmd.Dir = root
@@ -194,24 +195,6 @@ func describeMachine(ctx context.Context, root string) *machine {
 		m.rabbitmqVersion = strings.TrimSpace(string(out))
 	}
 	return m
-}
-
-// wazeroVersion is the wazero module version this program was built with,
-// as the sandbox names its cache folder; "dev" when unknown.
-func wazeroVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "github.com/tetratelabs/wazero" {
-				if d.Replace != nil {
-					d = d.Replace
-				}
-				if d.Version != "" && d.Version != "(devel)" {
-					return d.Version
-				}
-			}
-		}
-	}
-	return "dev"
 }
 
 func (m *machine) finish(started time.Time) {

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"runtime/debug"
 
 	"github.com/nuropb/nuropb/abi"
+	"github.com/nuropb/nuropb/internal/buildinfo"
 )
 
 // Version is the nuropb-host release; set with -ldflags "-X main.Version=..."
@@ -18,14 +18,7 @@ func versionCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	wazero := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "github.com/tetratelabs/wazero" {
-				wazero = d.Version
-			}
-		}
-	}
+	wazero := buildinfo.WazeroVersion()
 	fmt.Fprintf(stdout, "nuropb-host %s (abi v%d, wazero %s, %s %s/%s)\n", Version, abi.Version, wazero, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return nil
 }

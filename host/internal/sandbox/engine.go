@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 
 	"github.com/tetratelabs/wazero"
@@ -17,6 +16,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/nuropb/nuropb/abi"
+	"github.com/nuropb/nuropb/internal/buildinfo"
 	"github.com/nuropb/nuropb/internal/wasmsection"
 )
 
@@ -92,31 +92,13 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		e.cache = wazero.NewCompilationCache()
 		return e, nil
 	}
-	dir := filepath.Join(cfg.CacheDir, "wazero-"+wazeroVersion())
+	dir := filepath.Join(cfg.CacheDir, "wazero-"+buildinfo.WazeroVersion())
 	cache, err := wazero.NewCompilationCacheWithDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: compilation cache %s: %w", dir, err)
 	}
 	e.cache = cache
 	return e, nil
-}
-
-// wazeroVersion is the version of the linked wazero module, "dev" when the
-// binary carries no module information (as in some test builds).
-func wazeroVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "github.com/tetratelabs/wazero" {
-				if d.Replace != nil {
-					d = d.Replace
-				}
-				if d.Version != "" && d.Version != "(devel)" {
-					return d.Version
-				}
-			}
-		}
-	}
-	return "dev"
 }
 
 // Close closes every runtime, and with them every instance of every module
