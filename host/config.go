@@ -186,25 +186,24 @@ func (c Config) Validate() error {
 
 // validate rejects values that are wrong whatever they inherit.
 func (l Limits) validate(field string) error {
-	switch {
-	case l.MemoryPages > maxPages:
+	if l.MemoryPages > maxPages {
 		return fmt.Errorf("%s.MemoryPages: %d is over WebAssembly's %d pages (4 GiB)", field, l.MemoryPages, maxPages)
-	case l.CallTimeout < 0:
+	}
+	if l.CallTimeout < 0 {
 		return fmt.Errorf("%s.CallTimeout: %s is negative", field, l.CallTimeout)
-	case l.MinInstances < 0:
-		return fmt.Errorf("%s.MinInstances: %d is negative", field, l.MinInstances)
-	case l.MaxInstances < 0:
-		return fmt.Errorf("%s.MaxInstances: %d is negative", field, l.MaxInstances)
-	case l.MaxMessageBytes < 0:
-		return fmt.Errorf("%s.MaxMessageBytes: %d is negative", field, l.MaxMessageBytes)
-	case l.LogLinesPerSec < 0:
-		return fmt.Errorf("%s.LogLinesPerSec: %d is negative", field, l.LogLinesPerSec)
-	case l.LogBytesPerSec < 0:
-		return fmt.Errorf("%s.LogBytesPerSec: %d is negative", field, l.LogBytesPerSec)
-	case l.MaxCallDepth < 0:
-		return fmt.Errorf("%s.MaxCallDepth: %d is negative", field, l.MaxCallDepth)
-	case l.TenantMaxRunning < 0:
-		return fmt.Errorf("%s.TenantMaxRunning: %d is negative", field, l.TenantMaxRunning)
+	}
+	for _, f := range []struct {
+		name  string
+		value int
+	}{
+		{"MinInstances", l.MinInstances}, {"MaxInstances", l.MaxInstances},
+		{"MaxMessageBytes", l.MaxMessageBytes}, {"LogLinesPerSec", l.LogLinesPerSec},
+		{"LogBytesPerSec", l.LogBytesPerSec}, {"MaxCallDepth", l.MaxCallDepth},
+		{"TenantMaxRunning", l.TenantMaxRunning},
+	} {
+		if f.value < 0 {
+			return fmt.Errorf("%s.%s: %d is negative", field, f.name, f.value)
+		}
 	}
 	return nil
 }

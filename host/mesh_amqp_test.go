@@ -601,24 +601,6 @@ func cleanEnv() []string {
 	return env
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a subprocess writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAMQPRunBinary runs `nuropb-host run` on RabbitMQ as a subprocess,
 // uses the CLI's --broker mode against it, then sends it SIGTERM under load.
 func TestAMQPRunBinary(t *testing.T) {
@@ -638,7 +620,7 @@ level = "info"
 reconnect_min = "50ms"
 reconnect_max = "1s"
 `, m.url, m.dir, filepath.Join(cacheRoot(t), "wazero-cache")))
-	logs := &syncBuffer{}
+	logs := &logBuffer{}
 	run := exec.Command(bin, "run", "--config", conf)
 	run.Env = cleanEnv()
 	run.Stderr, run.Stdout = logs, logs

@@ -135,23 +135,22 @@ func (f *File) Resolve() (*Settings, error) {
 
 // over returns base with every field set in l replacing base's.
 func (l Limits) over(base host.Limits) host.Limits {
-	if l.MemoryPages != nil {
-		base.MemoryPages = *l.MemoryPages
-	}
+	set(&base.MemoryPages, l.MemoryPages)
 	if l.CallTimeout.Set {
 		base.CallTimeout = l.CallTimeout.Duration
 	}
-	setInt(&base.MinInstances, l.MinInstances)
-	setInt(&base.MaxInstances, l.MaxInstances)
-	setInt(&base.MaxMessageBytes, l.MaxMessageBytes)
-	setInt(&base.LogLinesPerSec, l.LogLinesPerSec)
-	setInt(&base.LogBytesPerSec, l.LogBytesPerSec)
-	setInt(&base.MaxCallDepth, l.MaxCallDepth)
-	setInt(&base.TenantMaxRunning, l.TenantMaxRunning)
+	set(&base.MinInstances, l.MinInstances)
+	set(&base.MaxInstances, l.MaxInstances)
+	set(&base.MaxMessageBytes, l.MaxMessageBytes)
+	set(&base.LogLinesPerSec, l.LogLinesPerSec)
+	set(&base.LogBytesPerSec, l.LogBytesPerSec)
+	set(&base.MaxCallDepth, l.MaxCallDepth)
+	set(&base.TenantMaxRunning, l.TenantMaxRunning)
 	return base
 }
 
-func setInt(dst *int, v *int) {
+// set overrides *dst with *v when the key was written (v not nil).
+func set[T any](dst *T, v *T) {
 	if v != nil {
 		*dst = *v
 	}
