@@ -1,6 +1,6 @@
 // Package testguests builds the WebAssembly guests that tests run against
-// the sandbox and the host: the project's hostile C guests and the Rust
-// conformance guest, with the project's own build scripts. Each is built
+// the sandbox and the host: the project's hostile C guests, the Rust
+// conformance guest and Go packages, with the project's own build scripts. Each is built
 // once per source hash into the user's cache directory, so repeated runs
 // (and -race) do not rebuild them. Only tests import it.
 package testguests
@@ -8,9 +8,11 @@ package testguests
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -159,5 +161,34 @@ func RustConformance(t testing.TB) []byte {
 	return Build(t, key, func(out string) *exec.Cmd {
 		dir := out + ".d"
 		return exec.Command("sh", "-c", `"$0" --testdata "$1" >/dev/null && mv "$1/conformance.wasm" "$2" && rm -rf "$1"`, script, dir, out)
+	})
+}
+
+// GoGuest returns the Go package pkg (repo-relative) built as a wasip1
+// reactor, keyed by its sources, the Go SDK's, abi's and the Go version.
+func GoGuest(t testing.TB, pkg string) []byte {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds WebAssembly guests")
+	}
+	root := RepoRoot(t)
+	var files []string
+	for _, dir := range []string{pkg, "guest-sdk/go", "abi"} {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(path string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && !strings.HasSuffix(path, "_test.go") {
+				files = append(files, path)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := Key(t, "go-"+filepath.Base(pkg), files, runtime.Version(), pkg)
+	return Build(t, key, func(out string) *exec.Cmd {
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "./"+pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+		return cmd
 	})
 }
