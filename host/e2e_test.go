@@ -2,14 +2,9 @@ package host
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +13,7 @@ import (
 
 	"github.com/nuropb/nuropb/abi"
 	"github.com/nuropb/nuropb/client"
+	"github.com/nuropb/nuropb/internal/testguests"
 )
 
 // End-to-end tests: real guests compiled to WebAssembly, the real sandbox,
@@ -25,96 +21,25 @@ import (
 // os.UserCacheDir()/nuropb/host-test-guests; wazero's compilation cache
 // lives beside them.
 
-func cacheRoot(t testing.TB) string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		dir = os.TempDir()
-	}
-	return filepath.Join(dir, "nuropb")
-}
+func cacheRoot(t testing.TB) string { return testguests.CacheRoot(t) }
 
-func repoRoot(t testing.TB) string {
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Dir(wd)
-}
-
-var guestMu sync.Mutex
+func repoRoot(t testing.TB) string { return testguests.RepoRoot(t) }
 
 // sourceHash hashes every file under the given repo-relative dirs (or
 // files) plus extra strings.
 func sourceHash(t testing.TB, paths []string, extra ...string) string {
-	h := sha256.New()
-	root := repoRoot(t)
-	for _, p := range paths {
-		err := filepath.WalkDir(filepath.Join(root, p), func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			if strings.HasSuffix(path, "_test.go") {
-				return nil
-			}
-			b, err := os.ReadFile(path)
-			h.Write([]byte(path))
-			h.Write(b)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, e := range extra {
-		h.Write([]byte{0})
-		h.Write([]byte(e))
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return strings.TrimPrefix(testguests.Key(t, "", testguests.Files(t, paths...), extra...), "-")
 }
 
 // cached returns the cached guest called name-key, building it with build
 // (which writes to its argument) when missing.
 func cached(t testing.TB, name, key string, build func(out string) *exec.Cmd) []byte {
 	t.Helper()
-	guestMu.Lock()
-	defer guestMu.Unlock()
-	dir := filepath.Join(cacheRoot(t), "host-test-guests")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name+"-"+key+".wasm")
-	if b, err := os.ReadFile(path); err == nil {
-		return b
-	}
-	tmp := path + ".tmp"
-	cmd := build(tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s\n%s", name, err, strings.Join(cmd.Args, " "), out)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testguests.Build(t, name+"-"+key, build)
 }
 
 // goGuest builds a Go guest package (repo-relative) as a wasip1 reactor.
-func goGuest(t testing.TB, pkg string) []byte {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds WebAssembly guests")
-	}
-	key := sourceHash(t, []string{pkg, "guest-sdk/go", "abi"}, runtime.Version())
-	return cached(t, filepath.Base(pkg), key, func(out string) *exec.Cmd {
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "./"+pkg)
-		cmd.Dir = repoRoot(t)
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-		return cmd
-	})
-}
+func goGuest(t testing.TB, pkg string) []byte { return testguests.GoGuest(t, pkg) }
 
 // cGuest builds the sandbox's hostile C test guest with -D flags.
 func cGuest(t testing.TB, defines ...string) []byte {

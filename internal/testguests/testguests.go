@@ -164,17 +164,14 @@ func RustConformance(t testing.TB) []byte {
 	})
 }
 
-// GoGuest returns the Go package pkg (repo-relative) built as a wasip1
-// reactor, keyed by its sources, the Go SDK's, abi's and the Go version.
-func GoGuest(t testing.TB, pkg string) []byte {
+// Files lists the files under the repo-relative paths (folders or files),
+// leaving out Go tests, for Key.
+func Files(t testing.TB, paths ...string) []string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds WebAssembly guests")
-	}
 	root := RepoRoot(t)
 	var files []string
-	for _, dir := range []string{pkg, "guest-sdk/go", "abi"} {
-		err := filepath.WalkDir(filepath.Join(root, dir), func(path string, d fs.DirEntry, err error) error {
+	for _, p := range paths {
+		err := filepath.WalkDir(filepath.Join(root, p), func(path string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() && !strings.HasSuffix(path, "_test.go") {
 				files = append(files, path)
 			}
@@ -184,10 +181,20 @@ func GoGuest(t testing.TB, pkg string) []byte {
 			t.Fatal(err)
 		}
 	}
-	key := Key(t, "go-"+filepath.Base(pkg), files, runtime.Version(), pkg)
+	return files
+}
+
+// GoGuest returns the Go package pkg (repo-relative) built as a wasip1
+// reactor, keyed by its sources, the Go SDK's, abi's and the Go version.
+func GoGuest(t testing.TB, pkg string) []byte {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds WebAssembly guests")
+	}
+	key := Key(t, "go-"+filepath.Base(pkg), Files(t, pkg, "guest-sdk/go", "abi"), runtime.Version(), pkg)
 	return Build(t, key, func(out string) *exec.Cmd {
 		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "./"+pkg)
-		cmd.Dir = root
+		cmd.Dir = RepoRoot(t)
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
 		return cmd
 	})
